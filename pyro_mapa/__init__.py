@@ -1,0 +1,30 @@
+"""pyro-mapa: MAPA, a cached model-agnostic index posterior, for Pyro.
+
+Write a Pyro model with an empirical latent prior, build a
+:class:`MAPAPosterior` of the data once, swap in :class:`MAPAGuide` and
+:class:`MAPA_ELBO`, and train with ``pyro.infer.SVI``.
+"""
+
+from .guide import MAPAGuide
+from .importance import ImportanceWeightedELBO, ImportanceWeights
+from .index_distribution import IndexParticles, MAPAIndex
+from .iwae_elbo import IWAE_ELBO
+from .mapa_elbo import MAPA_ELBO, IndexParticleMessenger
+from .neighbors import NeighborTable, exact_neighbors
+from .posterior import MAPAPosterior
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "IWAE_ELBO",
+    "ImportanceWeightedELBO",
+    "ImportanceWeights",
+    "IndexParticleMessenger",
+    "IndexParticles",
+    "MAPAGuide",
+    "MAPAIndex",
+    "MAPAPosterior",
+    "MAPA_ELBO",
+    "NeighborTable",
+    "exact_neighbors",
+]

@@ -1,0 +1,84 @@
+"""Input checks shared by the public entry points.
+
+Each check raises ``ValueError`` (or ``TypeError``) with a message that names the
+argument and the problem, so that bad input never reaches torch as a shape error.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["as_data_tensor", "check_count", "check_num_neighbors", "check_positive"]
+
+
+def as_data_tensor(data, name: str = "data", binary: bool = False) -> torch.Tensor:
+    """Return ``data`` as a 2-D floating tensor of finite values (``N x D``).
+
+    Integer data is accepted only when ``binary`` is true (it is then cast to the
+    default floating dtype); for a Gaussian likelihood it would be a silent misuse.
+    """
+    if not isinstance(data, torch.Tensor):
+        try:
+            data = torch.as_tensor(data)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise TypeError(f"{name} must be a tensor or array of numbers, got {type(data).__name__}") from e
+    if data.dim() != 2:
+        raise ValueError(
+            f"{name} must be 2-D (N points x D features), got shape {tuple(data.shape)}; "
+            "reshape 1-D data with data.unsqueeze(-1) and flatten images to vectors"
+        )
+    if data.shape[0] == 0 or data.shape[1] == 0:
+        raise ValueError(f"{name} is empty: shape {tuple(data.shape)}")
+    if not data.is_floating_point():
+        if data.dtype == torch.bool or binary:
+            data = data.to(torch.get_default_dtype())
+        else:
+            raise ValueError(
+                f"{name} has integer dtype {data.dtype}; likelihood='normal' needs floating-point data "
+                "(cast with data.float()), or use likelihood='bernoulli' for binary data"
+            )
+    bad = ~torch.isfinite(data)
+    if bad.any():
+        row, col = (int(v) for v in bad.nonzero()[0])
+        raise ValueError(
+            f"{name} contains {int(bad.sum())} NaN or infinite value(s), the first at row {row}, column {col}"
+        )
+    if binary:
+        nonbinary = (data != 0) & (data != 1)
+        if nonbinary.any():
+            row, col = (int(v) for v in nonbinary.nonzero()[0])
+            raise ValueError(
+                f"likelihood='bernoulli' needs binary {name} (0 or 1); found {data[row, col].item()} "
+                f"at row {row}, column {col}"
+            )
+    return data
+
+
+def check_count(value: int, name: str, minimum: int = 1) -> int:
+    """Check that ``value`` is an ``int`` of at least ``minimum`` and return it."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def check_num_neighbors(num_neighbors: int, num_points: int, name: str = "num_neighbors") -> int:
+    """Check ``1 <= num_neighbors <= num_points`` and return it."""
+    check_count(num_neighbors, name)
+    if num_neighbors > num_points:
+        raise ValueError(f"{name}={num_neighbors} is larger than the number of training points N={num_points}")
+    return num_neighbors
+
+
+def check_positive(value, name: str) -> float:
+    """Check that ``value`` is a finite number > 0 and return it as a ``float``."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{name} must be a positive number, got {value!r}") from e
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    return value

@@ -1,0 +1,116 @@
+"""Save, load, and the loads a user must be refused."""
+
+import os
+
+import pytest
+import torch
+
+from pyro_mapa import MAPAPosterior
+
+
+@pytest.fixture
+def fitted(float64):
+    data = torch.randn(50, 3)
+    return data, MAPAPosterior.fit(data, scale=0.3, num_neighbors=7)
+
+
+def test_round_trip(tmp_path, fitted):
+    data, posterior = fitted
+    path = tmp_path / "cache.pt"
+    posterior.save(path)
+    loaded = MAPAPosterior.load(path, data)
+    for a, b in zip(loaded.table, posterior.table):
+        assert torch.equal(a, b)
+    assert loaded.temperature == posterior.temperature
+    assert loaded.fingerprint == posterior.fingerprint
+    assert torch.equal(loaded.query(data[:3]).index, posterior.table.index[:3])
+
+
+def test_float32_copy_of_the_same_values_loads(tmp_path):
+    data = torch.randn(30, 2)  # float32 values
+    MAPAPosterior.fit(data, scale=0.3, num_neighbors=4).save(tmp_path / "c.pt")
+    loaded = MAPAPosterior.load(tmp_path / "c.pt", data.double())
+    assert loaded.table.log_prob.dtype == torch.float64
+
+
+def test_custom_distance_round_trip(tmp_path, float64):
+    def l1(a, b):
+        return torch.cdist(a, b, p=1)
+
+    data = torch.randn(30, 2)
+    posterior = MAPAPosterior.fit(data, likelihood="custom", distance=l1, temperature=0.2, num_neighbors=4)
+    posterior.save(tmp_path / "c.pt")
+    with pytest.raises(ValueError, match="custom distance"):
+        MAPAPosterior.load(tmp_path / "c.pt", data)
+    loaded = MAPAPosterior.load(tmp_path / "c.pt", data, distance=l1)
+    assert torch.equal(loaded.query(data).index, posterior.table.index)
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        lambda d: d + 1e-9,  # nearly the same values
+        lambda d: d[:-1],  # one point fewer
+        lambda d: d.flip(0),  # other order
+    ],
+)
+def test_refuses_other_data(tmp_path, fitted, other):
+    data, posterior = fitted
+    posterior.save(tmp_path / "c.pt")
+    with pytest.raises(ValueError, match="built from other data"):
+        MAPAPosterior.load(tmp_path / "c.pt", other(data))
+
+
+def test_refuses_truncated_file(tmp_path, fitted):
+    data, posterior = fitted
+    path = tmp_path / "c.pt"
+    posterior.save(path)
+    path.write_bytes(path.read_bytes()[:-200])
+    with pytest.raises(ValueError, match="not a readable MAPA cache"):
+        MAPAPosterior.load(path, data)
+
+
+def test_refuses_corrupted_file(tmp_path, fitted):
+    data, posterior = fitted
+    path = tmp_path / "c.pt"
+    posterior.save(path)
+    raw = bytearray(path.read_bytes())
+    # flip a byte inside the log-probability table (a stretch of float64 payload)
+    payload = bytes(posterior.table.log_prob.numpy().tobytes()[:16])
+    at = raw.find(payload)
+    assert at >= 0
+    raw[at + 3] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="corrupted|not a readable"):
+        MAPAPosterior.load(path, data)
+
+
+def test_refuses_another_file(tmp_path, fitted):
+    data, _ = fitted
+    path = tmp_path / "c.pt"
+    torch.save({"weights": torch.zeros(3)}, path)
+    with pytest.raises(ValueError, match="not a readable MAPA cache"):
+        MAPAPosterior.load(path, data)
+
+
+def test_missing_file_is_file_not_found(tmp_path, fitted):
+    data, _ = fitted
+    with pytest.raises(FileNotFoundError):
+        MAPAPosterior.load(tmp_path / "nope.pt", data)
+
+
+def test_failed_save_keeps_the_old_file(tmp_path, fitted, monkeypatch):
+    data, posterior = fitted
+    path = tmp_path / "c.pt"
+    posterior.save(path)
+    before = path.read_bytes()
+
+    def broken_save(obj, f):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        posterior.save(path)
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["c.pt"]  # no temporary file left behind

@@ -1,0 +1,139 @@
+"""Bad input gets an error that names the problem, raised by us, not deep inside torch."""
+
+import math
+import traceback
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.infer import SVI
+from pyro.optim import Adam
+
+from models import Empirical
+from pyro_mapa import MAPA_ELBO, MAPAGuide, MAPAPosterior
+
+
+def raised_by_us(excinfo):
+    """The error comes from pyro_mapa's own code, not from a torch internal."""
+    frames = traceback.extract_tb(excinfo.tb)
+    return "pyro_mapa" in frames[-1].filename
+
+
+@pytest.mark.parametrize(
+    "data, kwargs, message",
+    [
+        (torch.tensor([[0.0, math.nan], [1.0, 2.0]]), {}, "NaN or infinite value.*row 0, column 1"),
+        (torch.tensor([[0.0, 1.0], [math.inf, 2.0]]), {}, "NaN or infinite value.*row 1, column 0"),
+        (torch.randn(10), {}, "must be 2-D"),
+        (torch.randn(2, 3, 4), {}, "must be 2-D"),
+        (torch.randint(0, 5, (10, 2)), {}, "integer dtype"),
+        (torch.rand(10, 3), {"likelihood": "bernoulli"}, "needs binary data"),
+        (torch.randn(10, 2), {"num_neighbors": 11}, "num_neighbors=11 is larger than the number of training points N=10"),
+        (torch.randn(10, 2), {"num_neighbors": 0}, "num_neighbors must be at least 1"),
+        (torch.randn(10, 2), {"scale": 0.0}, "scale must be a finite number > 0"),
+        (torch.randn(10, 2), {"scale": -1.0}, "scale must be a finite number > 0"),
+        (torch.randn(10, 2), {"scale": math.nan}, "scale must be a finite number > 0"),
+        (torch.randn(10, 2), {"scale": None}, "needs scale"),
+        (torch.randn(10, 2), {"bandwidth": "wide"}, "bandwidth must be a positive number or 'auto'"),
+        (torch.randn(10, 2), {"likelihood": "poisson"}, "likelihood must be"),
+        (torch.randn(10, 2), {"likelihood": "custom", "scale": None}, "needs distance"),
+        ((torch.rand(10, 3) < 0.5).float(), {"likelihood": "bernoulli", "scale": 0.7}, "flip probability"),
+    ],
+)
+def test_fit_rejects(data, kwargs, message):
+    kwargs = {"scale": 0.5, "num_neighbors": 3, **kwargs}
+    if kwargs["scale"] is None:
+        del kwargs["scale"]
+    with pytest.raises((ValueError, TypeError), match=message) as excinfo:
+        MAPAPosterior.fit(data, **kwargs)
+    assert raised_by_us(excinfo)
+
+
+def test_binary_integer_data_is_fine_for_bernoulli():
+    posterior = MAPAPosterior.fit(torch.randint(0, 2, (20, 5)), likelihood="bernoulli", num_neighbors=3)
+    assert posterior.table.log_prob.is_floating_point()
+
+
+def test_custom_distance_of_wrong_shape():
+    with pytest.raises(ValueError, match="returned shape"):
+        MAPAPosterior.fit(
+            torch.randn(10, 2), likelihood="custom", distance=lambda a, b: (a - b).sum(-1), temperature=1.0,
+            num_neighbors=2,
+        )
+
+
+def test_query_rejects_other_features():
+    posterior = MAPAPosterior.fit(torch.randn(10, 2), scale=0.5, num_neighbors=3)
+    with pytest.raises(ValueError, match="x_new has 3 features but the training data has 2"):
+        posterior.query(torch.randn(4, 3))
+
+
+@pytest.fixture
+def problem():
+    return Empirical()
+
+
+def train_step(problem, guide, elbo, batch=5):
+    svi = SVI(problem.model, guide, Adam({"lr": 0.01}), loss=elbo)
+    idx = torch.arange(batch)
+    return svi.step(problem.data[idx], idx)
+
+
+def test_k_larger_than_the_cache(problem):
+    posterior = MAPAPosterior.fit(problem.data, scale=0.5, num_neighbors=4)
+    guide = MAPAGuide(problem.model, posterior, create_plates=problem.create_plates)
+    with pytest.raises(ValueError, match="num_neighbors=6 is larger than the 4 neighbours the MAPA cache holds"):
+        train_step(problem, guide, MAPA_ELBO(num_neighbors=6, num_samples=2))
+
+
+@pytest.mark.parametrize("kwargs", [{"num_neighbors": 0}, {"num_samples": -1}, {"num_samples": 2.5}])
+def test_bad_elbo_settings(kwargs):
+    with pytest.raises((ValueError, TypeError), match="num_"):
+        MAPA_ELBO(**kwargs)
+
+
+def test_plate_size_differs_from_the_cache(problem):
+    posterior = MAPAPosterior.fit(problem.data[:20], scale=0.5, num_neighbors=4)
+    guide = MAPAGuide(problem.model, posterior, create_plates=problem.create_plates)
+    with pytest.raises(ValueError, match="no index site over the N=20 training codes.*'i': 30"):
+        train_step(problem, guide, MAPA_ELBO(num_neighbors=2, num_samples=2))
+
+
+def test_plate_of_another_size_around_the_index_site():
+    data = torch.randn(30, 2)
+
+    def model(x, idx=None):
+        with pyro.plate("data", 40, subsample=idx):
+            pyro.sample("i", dist.Categorical(logits=torch.zeros(30)))
+
+    posterior = MAPAPosterior.fit(data, scale=0.5, num_neighbors=4)
+    guide = MAPAGuide(model, posterior)
+    with pytest.raises(ValueError, match="sits in plates \\{'data': 40\\}.*N=30"):
+        guide(data)
+
+
+def test_subsampling_without_create_plates(problem):
+    posterior = MAPAPosterior.fit(problem.data, scale=0.5, num_neighbors=4)
+    guide = MAPAGuide(problem.model, posterior)
+    with pytest.raises(ValueError, match="subsamples plate 'data'.*create_plates"):
+        train_step(problem, guide, MAPA_ELBO(num_neighbors=2, num_samples=2))
+
+
+def test_cache_built_from_other_data(problem):
+    posterior = MAPAPosterior.fit(problem.data.flip(0), scale=0.5, num_neighbors=4)
+    guide = MAPAGuide(problem.model, posterior, create_plates=problem.create_plates)
+    with pytest.raises(ValueError, match="not the data the MAPA cache was built from"):
+        train_step(problem, guide, MAPA_ELBO(num_neighbors=2, num_samples=2))
+
+
+def test_named_index_site_that_does_not_exist(problem):
+    posterior = MAPAPosterior.fit(problem.data, scale=0.5, num_neighbors=4)
+    guide = MAPAGuide(problem.model, posterior, create_plates=problem.create_plates, index_site="idx")
+    with pytest.raises(ValueError, match="index_site 'idx' is not a latent site of the model: \\['i'\\]"):
+        guide(problem.data)
+
+
+def test_posterior_of_wrong_type(problem):
+    with pytest.raises(TypeError, match="posterior must be a MAPAPosterior"):
+        MAPAGuide(problem.model, problem.data)

@@ -148,6 +148,8 @@ class MAPAGuide(AutoGuide):
         with plate as idx:
             if idx is None:
                 idx = torch.arange(self.posterior.num_points)
+            # batch dims of the plate: the datapoints at the plate's dim, 1s to its right
+            idx = idx.reshape((-1,) + (1,) * (-self._prototype_frames[self._plate_name].dim - 1))
             q = self.posterior.index_distribution(idx, self.defensive)
             return {self.index_site: pyro.sample(self.index_site, q)}
 

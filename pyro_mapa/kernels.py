@@ -82,6 +82,35 @@ class Kernel:
         """``-d(a_i, b_j) / T`` for all pairs (``len(a) x len(b)``)."""
         return self.distance(a, b).div_(-self.temperature)
 
+    def column_shift(self, b: torch.Tensor) -> torch.Tensor | None:
+        """``-|b_j|^2 / T`` for the built-in kernels (computed once per data set), else ``None``."""
+        if self.name in DISTANCES:
+            return torch.linalg.vector_norm(b, dim=1).square_().div_(-self.temperature).unsqueeze(0)
+        return None
+
+    def shifted_log_weights(
+        self, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, column_shift: torch.Tensor | None
+    ) -> torch.Tensor:
+        """``-d(a_i, b_j) / T + c_i`` written into ``out``, for some per-row constants ``c_i``.
+
+        Neighbours and normalised probabilities do not depend on ``c_i``. For the
+        built-in kernels ``d = |a|^2 + |b|^2 - 2 a.b``, so dropping ``c_i = |a_i|^2 / T``
+        leaves one fused matrix product, ``(2 a.b - |b|^2) / T``, written in place
+        (finite for finite data; ``column_shift`` is :meth:`column_shift` of ``b``).
+        A user distance is checked for shape and NaN.
+        """
+        if column_shift is not None:
+            return torch.addmm(column_shift, a, b.T, alpha=2.0 / self.temperature, out=out)
+        weights = self.log_weights(a, b)
+        if weights.shape != out.shape:
+            raise ValueError(
+                f"the distance of kernel {self.name!r} returned shape {tuple(weights.shape)} for "
+                f"{len(a)} x {len(b)} points; it must return one distance per pair"
+            )
+        if torch.isnan(weights).any():
+            raise ValueError(f"the distance of kernel {self.name!r} returned NaN")
+        return out.copy_(weights)
+
     def describe(self) -> dict:
         """Settings that identify the kernel (stored in and checked by saved caches)."""
         return {"name": self.name, "temperature": self.temperature}

@@ -5,11 +5,13 @@ For each query ``x`` the table keeps the ``K_c`` indices ``m`` of largest
 and ``log`` of the tail mass ``sum`` of ``q`` over the other ``N - K_c`` indices.
 Queries are processed in row blocks of at most ``max_block_entries`` kernel
 entries, so no ``N x N`` matrix is ever held: peak memory is
-``O(N * K_c + max_block_entries)``.
+``O(N * K_c + max_block_entries)``. Tail terms smaller than ``e * tiny`` (``tiny``: the
+dtype's smallest normal number) relative to a row's largest weight count as that.
 """
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -64,26 +66,28 @@ def exact_neighbors(
     :param progress: show a progress bar; ``None`` shows one on a terminal only.
     """
     num_queries, num_points = queries.shape[0], data.shape[0]
-    rows_per_block = max(1, max_block_entries // num_points)
+    rows_per_block = max(1, min(num_queries, max_block_entries // num_points))
     index = torch.empty(num_queries, num_neighbors, dtype=torch.long, device=data.device)
     log_prob = torch.empty(num_queries, num_neighbors, dtype=data.dtype, device=data.device)
     log_tail = torch.empty(num_queries, dtype=data.dtype, device=data.device)
+    # one buffer for every block: fresh large allocations cost page faults on each block
+    buffer = torch.empty(rows_per_block, num_points, dtype=data.dtype, device=data.device)
+    column_shift = kernel.column_shift(data)
+    # e * tiny: exp is on its fast path from there up (at log(tiny) itself it is not)
+    log_floor = math.log(torch.finfo(data.dtype).tiny) + 1.0
     starts = range(0, num_queries, rows_per_block)
     disable = None if progress is None else not progress
     for start in tqdm(starts, desc="MAPA neighbours", unit="block", disable=disable, leave=False):
         stop = min(start + rows_per_block, num_queries)
-        logits = kernel.log_weights(queries[start:stop], data)
-        if logits.shape != (stop - start, num_points):
-            raise ValueError(
-                f"the distance of kernel {kernel.name!r} returned shape {tuple(logits.shape)} for "
-                f"{stop - start} x {num_points} points; it must return one distance per pair"
-            )
-        if torch.isnan(logits).any():
-            raise ValueError(f"the distance of kernel {kernel.name!r} returned NaN")
+        logits = kernel.shifted_log_weights(queries[start:stop], data, buffer[: stop - start], column_shift)
         top = logits.topk(num_neighbors, dim=1, sorted=True)
-        # the tail: every entry that is not among the top K_c, in log space so that
-        # a tiny tail keeps its relative precision
-        tail = logits.scatter_(1, top.indices, -float("inf")).logsumexp(1)
+        row_max = top.values[:, :1]
+        # the tail: the entries outside the top K_c, relative to the row's maximum (no
+        # overflow), in place. Terms below e * tiny (tiny: the smallest normal number)
+        # are raised to it: exp's subnormal path is ten times slower, and they change
+        # the tail mass by at most 3 N tiny relative to the largest weight.
+        weights = logits.sub_(row_max).clamp_(min=log_floor).exp_().scatter_(1, top.indices, 0.0)
+        tail = weights.sum(1).log_() + row_max[:, 0]
         log_norm = torch.logaddexp(top.values.logsumexp(1), tail)
         index[start:stop] = top.indices
         log_prob[start:stop] = top.values - log_norm.unsqueeze(1)

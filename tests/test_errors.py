@@ -137,3 +137,11 @@ def test_named_index_site_that_does_not_exist(problem):
 def test_posterior_of_wrong_type(problem):
     with pytest.raises(TypeError, match="posterior must be a MAPAPosterior"):
         MAPAGuide(problem.model, problem.data)
+
+
+def test_custom_distance_returning_nan():
+    with pytest.raises(ValueError, match="returned NaN"):
+        MAPAPosterior.fit(
+            torch.randn(10, 2), likelihood="custom", distance=lambda a, b: torch.full((len(a), len(b)), math.nan),
+            temperature=1.0, num_neighbors=2,
+        )

@@ -134,3 +134,26 @@ def test_cuda_full_neighbourhood_is_exact(float64):
         assert loss == pytest.approx(-problem.exact_log_marginal(problem.data).sum().item(), abs=1e-6)
     finally:
         torch.set_default_device("cpu")
+
+
+def test_inner_feature_plate_is_summed_per_datapoint(float64):
+    """Data plate at dim -2, a feature plate inside it at dim -1: K = N is still exact."""
+    problem = Empirical(num_points=12, obs_dim=3)
+
+    def model(x, idx=None):
+        decoder = pyro.module("decoder", problem.net)
+        codes = pyro.param("codes", lambda: problem.init_codes.clone())
+        with pyro.plate("data", problem.N, subsample=idx, dim=-2):
+            i = pyro.sample("i", dist.Categorical(logits=torch.zeros(problem.N)))  # shape (batch, 1)
+            with pyro.plate("features", 3, dim=-1):
+                pyro.sample("x", dist.Normal(decoder(codes[i.squeeze(-1)]), problem.sigma), obs=x)
+
+    posterior = MAPAPosterior.fit(problem.data, scale=problem.sigma, num_neighbors=problem.N)
+    guide = MAPAGuide(model, posterior, create_plates=lambda x, idx=None: pyro.plate("data", 12, subsample=idx, dim=-2))
+    idx = torch.tensor([0, 5, 7])
+    for max_plate_nesting in (float("inf"), 2):
+        elbo = MAPA_ELBO(num_neighbors=problem.N, num_samples=0, max_plate_nesting=max_plate_nesting)
+        loss = elbo.loss(model, guide, problem.data[idx], idx)
+        with torch.no_grad():
+            expected = -(12 / 3) * problem.exact_log_marginal(problem.data[idx]).sum().item()
+        assert loss == pytest.approx(expected, abs=1e-6)

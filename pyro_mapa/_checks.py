@@ -13,6 +13,22 @@ import torch
 __all__ = ["as_data_tensor", "check_count", "check_num_neighbors", "check_positive"]
 
 
+def _chunk_rows(data: torch.Tensor) -> int:
+    return max(1, 2**20 // max(1, data.shape[1]))
+
+
+def _first_entry(data: torch.Tensor, predicate) -> tuple[int, int] | None:
+    """``(row, column)`` of the first entry where ``predicate`` holds, checked in row
+    chunks so that no ``N x D`` mask is held; ``None`` if there is none."""
+    rows = _chunk_rows(data)
+    for start in range(0, data.shape[0], rows):
+        hit = predicate(data[start : start + rows])
+        if hit.any():
+            row, col = (int(v) for v in hit.nonzero()[0])
+            return start + row, col
+    return None
+
+
 def as_data_tensor(data, name: str = "data", binary: bool = False) -> torch.Tensor:
     """Return ``data`` as a 2-D floating tensor of finite values (``N x D``).
 
@@ -39,19 +55,18 @@ def as_data_tensor(data, name: str = "data", binary: bool = False) -> torch.Tens
                 f"{name} has integer dtype {data.dtype}; likelihood='normal' needs floating-point data "
                 "(cast with data.float()), or use likelihood='bernoulli' for binary data"
             )
-    bad = ~torch.isfinite(data)
-    if bad.any():
-        row, col = (int(v) for v in bad.nonzero()[0])
+    bad = _first_entry(data, lambda chunk: ~torch.isfinite(chunk))
+    if bad is not None:
+        count = sum(int((~torch.isfinite(c)).sum()) for c in data.split(_chunk_rows(data)))
         raise ValueError(
-            f"{name} contains {int(bad.sum())} NaN or infinite value(s), the first at row {row}, column {col}"
+            f"{name} contains {count} NaN or infinite value(s), the first at row {bad[0]}, column {bad[1]}"
         )
     if binary:
-        nonbinary = (data != 0) & (data != 1)
-        if nonbinary.any():
-            row, col = (int(v) for v in nonbinary.nonzero()[0])
+        bad = _first_entry(data, lambda chunk: (chunk != 0) & (chunk != 1))
+        if bad is not None:
             raise ValueError(
-                f"likelihood='bernoulli' needs binary {name} (0 or 1); found {data[row, col].item()} "
-                f"at row {row}, column {col}"
+                f"likelihood='bernoulli' needs binary {name} (0 or 1); found {data[bad].item()} "
+                f"at row {bad[0]}, column {bad[1]}"
             )
     return data
 

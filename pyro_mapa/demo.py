@@ -9,7 +9,6 @@ training and test points before and after, beside the true model's.
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,24 +21,12 @@ from pyro.optim import Adam
 from tqdm.auto import tqdm
 
 from .datasets import load_synthetic
+from .evaluate import empirical_log_likelihood
 from .guide import MAPAGuide
 from .mapa_elbo import MAPA_ELBO
 from .posterior import MAPAPosterior
 
-__all__ = ["DemoResult", "empirical_log_likelihood", "run_demo"]
-
-
-def empirical_log_likelihood(
-    decoder: torch.nn.Module, codes: torch.Tensor, x: torch.Tensor, sigma: float, chunk_size: int = 256
-) -> torch.Tensor:
-    """Exact ``log p(x | theta, Z) = logsumexp_m log N(x; f(z_m), sigma^2 I) - log N`` per
-    point of ``x``, for the Gaussian empiricalized model. The decoder runs once on the
-    ``N`` codes; the ``len(x) x N`` log-likelihoods are formed in chunks of ``x``."""
-    with torch.no_grad():
-        mean = decoder(codes)
-        likelihood = dist.Normal(mean, sigma).to_event(1)
-        chunks = [likelihood.log_prob(c.unsqueeze(-2)).logsumexp(-1) for c in x.split(chunk_size)]
-        return torch.cat(chunks) - math.log(codes.shape[0])
+__all__ = ["DemoResult", "run_demo"]
 
 
 @dataclass

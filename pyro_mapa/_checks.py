@@ -7,6 +7,7 @@ argument and the problem, so that bad input never reaches torch as a shape error
 from __future__ import annotations
 
 import math
+import operator
 
 import torch
 
@@ -52,9 +53,11 @@ def as_data_tensor(data, name: str = "data", binary: bool = False) -> torch.Tens
             data = data.to(torch.get_default_dtype())
         else:
             raise ValueError(
-                f"{name} has integer dtype {data.dtype}; likelihood='normal' needs floating-point data "
-                "(cast with data.float()), or use likelihood='bernoulli' for binary data"
+                f"{name} has integer dtype {data.dtype}; it needs floating-point values (cast with "
+                "data.float()), or likelihood='bernoulli' for binary data"
             )
+    if data.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"{name} has dtype {data.dtype}; use float32 or float64 (e.g. data.float())")
     bad = _first_entry(data, lambda chunk: ~torch.isfinite(chunk))
     if bad is not None:
         count = sum(int((~torch.isfinite(c)).sum()) for c in data.split(_chunk_rows(data)))
@@ -73,8 +76,12 @@ def as_data_tensor(data, name: str = "data", binary: bool = False) -> torch.Tens
 
 def check_count(value: int, name: str, minimum: int = 1) -> int:
     """Check that ``value`` is an ``int`` of at least ``minimum`` and return it."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {value!r}")
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        value = operator.index(value)  # ints, numpy integers, 0-d integer tensors
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {value!r}") from None
     if value < minimum:
         raise ValueError(f"{name} must be at least {minimum}, got {value}")
     return value
@@ -82,7 +89,7 @@ def check_count(value: int, name: str, minimum: int = 1) -> int:
 
 def check_num_neighbors(num_neighbors: int, num_points: int, name: str = "num_neighbors") -> int:
     """Check ``1 <= num_neighbors <= num_points`` and return it."""
-    check_count(num_neighbors, name)
+    num_neighbors = check_count(num_neighbors, name)
     if num_neighbors > num_points:
         raise ValueError(f"{name}={num_neighbors} is larger than the number of training points N={num_points}")
     return num_neighbors

@@ -67,10 +67,8 @@ class MAPAGuide(AutoGuide):
         self.check_data = check_data
         self._plate_name = None
 
-    # Record observed and subsample sites too: the data check needs them.
-    _prototype_hide_fn = staticmethod(lambda msg: msg["type"] != "sample")
-
     def _setup_prototype(self, *args, **kwargs) -> None:
+        # unlike AutoGuide's, this prototype keeps observed and subsample sites: the data check needs them
         self.prototype_trace = poutine.block(poutine.trace(self.model).get_trace)(*args, **kwargs)
         name, site = self._find_index_site()
         num_points = self.posterior.num_points
@@ -92,6 +90,15 @@ class MAPAGuide(AutoGuide):
                 "create_plates=lambda *args, **kwargs: pyro.plate(..., subsample=...) so that the guide "
                 "sees the same datapoints as the model"
             )
+        if self.create_plates is not None:
+            with poutine.block():  # a plate made here must not leave a site in the caller's trace
+                plates = self.create_plates(*args, **kwargs)
+            names = [p.name for p in ([plates] if isinstance(plates, pyro.plate) else plates)]
+            if frame.name not in names:
+                raise ValueError(
+                    f"create_plates returned plates {names}, but the index site '{name}' sits in plate "
+                    f"'{frame.name}': return pyro.plate('{frame.name}', {num_points}, subsample=...)"
+                )
         self.index_site, self._plate_name = name, frame.name
         self._prototype_frames = {frame.name: frame}
         if self.check_data:
@@ -146,10 +153,14 @@ class MAPAGuide(AutoGuide):
             self._setup_prototype(*args, **kwargs)
         plate = self._create_plates(*args, **kwargs)[self._plate_name]
         with plate as idx:
-            if idx is None:
-                idx = torch.arange(self.posterior.num_points)
+            model_dim = self._prototype_frames[self._plate_name].dim
+            if plate.dim != model_dim:
+                raise ValueError(
+                    f"create_plates made plate '{plate.name}' at dim {plate.dim}, but the model's is at dim "
+                    f"{model_dim}: pass dim={model_dim} to it"
+                )
             # batch dims of the plate: the datapoints at the plate's dim, 1s to its right
-            idx = idx.reshape((-1,) + (1,) * (-self._prototype_frames[self._plate_name].dim - 1))
+            idx = idx.reshape((-1,) + (1,) * (-plate.dim - 1))
             q = self.posterior.index_distribution(idx, self.defensive)
             return {self.index_site: pyro.sample(self.index_site, q)}
 

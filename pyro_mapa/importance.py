@@ -92,6 +92,16 @@ def importance_weights(
         for site in guide_trace.nodes.values()
         if site["type"] == "sample" and not site["is_observed"] and not site["infer"].get("is_auxiliary")
     ]
+    unguided = [
+        name
+        for name, site in model_trace.nodes.items()
+        if site["type"] == "sample" and not site["is_observed"] and name not in guide_trace.nodes
+    ]
+    if unguided:
+        raise ValueError(
+            f"the model's latent sites {unguided} are not in the guide: the importance weights need a "
+            "proposal for every latent site"
+        )
     if not latent:
         raise ValueError("the guide has no latent sample site: there is nothing to importance-weight")
     local = frozenset.intersection(*(_vectorized_frames(site) for site in latent))

@@ -32,5 +32,5 @@ class IWAE_ELBO(ImportanceWeightedELBO):
     """
 
     def __init__(self, num_particles: int = 5, max_plate_nesting: float = float("inf")):
-        check_count(num_particles, "num_particles")
+        num_particles = check_count(num_particles, "num_particles")
         super().__init__(num_particles, math.log(num_particles), max_plate_nesting)

@@ -28,6 +28,7 @@ __all__ = [
     "DEFAULT_FLIP_PROB",
     "DISTANCES",
     "Kernel",
+    "custom_kernel_name",
     "hamming",
     "make_kernel",
     "median_perplexity",
@@ -66,6 +67,11 @@ def hamming(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return squared_euclidean(a, b).round_()
 
 
+def custom_kernel_name(distance: Distance) -> str:
+    """``"custom:<module>.<qualname>"``: how a user distance is named in fingerprints."""
+    return f"custom:{getattr(distance, '__module__', '')}.{getattr(distance, '__qualname__', '')}"
+
+
 #: The distance of each built-in likelihood.
 DISTANCES: dict[str, Distance] = {"normal": squared_euclidean, "bernoulli": hamming}
 
@@ -80,7 +86,7 @@ class Kernel:
 
     def log_weights(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """``-d(a_i, b_j) / T`` for all pairs (``len(a) x len(b)``)."""
-        return self.distance(a, b).div_(-self.temperature)
+        return self.distance(a, b).to(a.dtype) / -self.temperature
 
     def column_shift(self, b: torch.Tensor) -> torch.Tensor | None:
         """``-|b_j|^2 / T`` for the built-in kernels (computed once per data set), else ``None``."""
@@ -131,11 +137,23 @@ def _auto_temperature(data: torch.Tensor, distance: Distance, perplexity: float)
     rows = torch.randperm(num_points, generator=generator)[:AUTO_MAX_POINTS].to(data.device)
     neg_d = -distance(data[rows], data).double()
     # bisection in log T: the perplexity grows monotonically with T
-    log_t = math.log(float(-neg_d.median()) + 1e-300)
+    # as T -> 0 the perplexity of a row falls to its number of nearest ties (duplicates)
+    ties = (neg_d == neg_d.max(1, keepdim=True).values).sum(1).double().median().item()
+    if ties >= perplexity:
+        raise ValueError(
+            f"bandwidth='auto' cannot reach perplexity={perplexity}: the median point has {ties:.0f} exact "
+            "duplicates (or equidistant nearest neighbours); raise perplexity or give the bandwidth"
+        )
+    positive = -neg_d[neg_d < 0]
+    log_t = math.log(float(positive.median())) if positive.numel() else 0.0
     lo, hi = log_t - 1.0, log_t + 1.0
-    while median_perplexity(neg_d, math.exp(lo)) > perplexity:
+    for _ in range(200):  # bracket the target: T spans e^{+-400} at most
+        if median_perplexity(neg_d, math.exp(lo)) <= perplexity:
+            break
         lo -= 2.0
-    while median_perplexity(neg_d, math.exp(hi)) < perplexity:
+    for _ in range(200):
+        if median_perplexity(neg_d, math.exp(hi)) >= perplexity:
+            break
         hi += 2.0
     for _ in range(60):
         mid = 0.5 * (lo + hi)
@@ -188,7 +206,7 @@ def make_kernel(
             raise ValueError("likelihood='custom' needs distance=callable(a, b) -> (len(a), len(b)) distances")
         if scale is not None or isinstance(bandwidth, float):
             raise ValueError("likelihood='custom' takes temperature (or bandwidth='auto'), not scale or bandwidth")
-        name, dist_fn = f"custom:{getattr(distance, '__module__', '')}.{getattr(distance, '__qualname__', '')}", distance
+        name, dist_fn = custom_kernel_name(distance), distance
         if bandwidth is None:
             if temperature is None:
                 raise ValueError("likelihood='custom' needs temperature T (log-weights are -d / T) or bandwidth='auto'")

@@ -31,7 +31,9 @@ class NeighborTable(NamedTuple):
     :param index: ``(M, K_c)`` training indices, by decreasing ``q``.
     :param log_prob: ``(M, K_c)`` normalised ``log q(i = m | x)`` of those indices.
     :param log_tail: ``(M,)`` ``log`` of the mass ``q`` puts on the other indices
-        (``-inf`` when ``K_c = N``).
+        (``-inf`` when ``K_c = N``). It is floored near ``log((N - K_c) e tiny)``
+        relative to the top weight (``tiny``: the dtype's smallest normal number,
+        about ``e^-86`` in float32 and ``e^-707`` in float64); see :func:`exact_neighbors`.
     """
 
     index: torch.Tensor
@@ -45,6 +47,19 @@ class NeighborTable(NamedTuple):
             self.log_prob.to(device=device, dtype=dtype),
             self.log_tail.to(device=device, dtype=dtype),
         )
+
+
+def _translated(queries: torch.Tensor, data: torch.Tensor, kernel: Kernel) -> tuple[torch.Tensor, torch.Tensor]:
+    """Move both sets to the data's mean when the cancellation in
+    ``|a|^2 + |b|^2 - 2 a.b`` (about ``2 eps |x|^2 / T`` in the log-weights) could matter;
+    squared distances do not change under a common translation."""
+    if kernel.name != "normal":  # binary data: bounded, and its distances are exact integers
+        return queries, data
+    largest = max(torch.linalg.vector_norm(t, dim=1).max().item() for t in (queries, data)) ** 2
+    if largest * torch.finfo(data.dtype).eps / kernel.temperature < 1e-5:
+        return queries, data
+    center = data.mean(0)
+    return queries - center, data - center
 
 
 def exact_neighbors(
@@ -66,6 +81,7 @@ def exact_neighbors(
     :param progress: show a progress bar; ``None`` shows one on a terminal only.
     """
     num_queries, num_points = queries.shape[0], data.shape[0]
+    queries, data = _translated(queries, data, kernel)
     rows_per_block = max(1, min(num_queries, max_block_entries // num_points))
     index = torch.empty(num_queries, num_neighbors, dtype=torch.long, device=data.device)
     log_prob = torch.empty(num_queries, num_neighbors, dtype=data.dtype, device=data.device)

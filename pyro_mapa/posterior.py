@@ -19,7 +19,7 @@ import torch
 
 from ._checks import as_data_tensor, check_num_neighbors
 from .index_distribution import DEFAULT_DEFENSIVE, MAPAIndex
-from .kernels import DISTANCES, Kernel, make_kernel
+from .kernels import DISTANCES, Kernel, custom_kernel_name, make_kernel
 from .neighbors import DEFAULT_BLOCK_ENTRIES, NeighborTable, exact_neighbors
 
 __all__ = ["MAPAPosterior"]
@@ -38,8 +38,9 @@ def _fingerprint(data: torch.Tensor, settings: dict) -> str:
     return digest.hexdigest()
 
 
-def _tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
-    digest = hashlib.sha256()
+def _tensor_digest(tensors: dict[str, torch.Tensor], fingerprint: str) -> str:
+    """SHA-256 of the tables, tied to the data's fingerprint."""
+    digest = hashlib.sha256(fingerprint.encode())
     for name in sorted(tensors):
         digest.update(name.encode())
         digest.update(tensors[name].detach().cpu().contiguous().numpy().tobytes())
@@ -177,15 +178,21 @@ class MAPAPosterior:
             "settings": self._settings(self.kernel, self.num_neighbors),
             "num_points": self.num_points,
             "tensors": tensors,
-            "checksum": _tensor_digest(tensors),
+            "checksum": _tensor_digest(tensors, self.fingerprint),
         }
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as f:
                 torch.save(payload, f)
+                f.flush()
+                os.fsync(f.fileno())
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would differ from a plain open()
             os.replace(tmp, path)
         except BaseException:
-            os.unlink(tmp)
+            if os.path.exists(tmp):
+                os.unlink(tmp)
             raise
 
     @classmethod
@@ -213,7 +220,7 @@ class MAPAPosterior:
             raise
         except Exception as e:  # torch raises many types on a damaged zip or pickle
             raise ValueError(f"{path} is not a readable MAPA cache (truncated, corrupted or another file): {e}") from e
-        if _tensor_digest(tensors) != checksum:
+        if _tensor_digest(tensors, fingerprint) != checksum:
             raise ValueError(f"{path} is corrupted: its tables do not match their checksum")
         name = settings["name"]
         data = as_data_tensor(data, binary=name == "bernoulli")
@@ -225,6 +232,9 @@ class MAPAPosterior:
         if name.startswith("custom:"):
             if distance is None:
                 raise ValueError(f"{path} was built with a custom distance ({name[7:]}); pass it as distance=")
+            given = custom_kernel_name(distance)
+            if given != name:
+                raise ValueError(f"{path} was built with the distance {name[7:]}, not {given[7:]}")
             kernel = Kernel(name, distance, settings["temperature"])
         else:
             kernel = Kernel(name, DISTANCES[name], settings["temperature"])

@@ -15,9 +15,9 @@ from pyro_mapa import MAPA_ELBO, MAPAGuide, MAPAPosterior
 
 
 def raised_by_us(excinfo):
-    """The error comes from pyro_mapa's own code, not from a torch internal."""
-    frames = traceback.extract_tb(excinfo.tb)
-    return "pyro_mapa" in frames[-1].filename
+    """The error is raised by a ``raise`` statement in pyro_mapa, not by a torch call."""
+    frame = traceback.extract_tb(excinfo.tb)[-1]
+    return "pyro_mapa" in frame.filename and frame.line.lstrip().startswith("raise")
 
 
 @pytest.mark.parametrize(
@@ -28,6 +28,7 @@ def raised_by_us(excinfo):
         (torch.randn(10), {}, "must be 2-D"),
         (torch.randn(2, 3, 4), {}, "must be 2-D"),
         (torch.randint(0, 5, (10, 2)), {}, "integer dtype"),
+        (torch.randn(10, 2).half(), {}, "dtype torch.float16; use float32 or float64"),
         (torch.rand(10, 3), {"likelihood": "bernoulli"}, "needs binary data"),
         (torch.randn(10, 2), {"num_neighbors": 11}, "num_neighbors=11 is larger than the number of training points N=10"),
         (torch.randn(10, 2), {"num_neighbors": 0}, "num_neighbors must be at least 1"),
@@ -145,3 +146,48 @@ def test_custom_distance_returning_nan():
             torch.randn(10, 2), likelihood="custom", distance=lambda a, b: torch.full((len(a), len(b)), math.nan),
             temperature=1.0, num_neighbors=2,
         )
+
+
+def test_integer_valued_custom_distance_is_fine():
+    posterior = MAPAPosterior.fit(
+        torch.randn(30, 3), likelihood="custom", distance=lambda a, b: (a[:, None] != b[None]).sum(-1),
+        temperature=1.0, num_neighbors=3,
+    )
+    assert torch.isfinite(posterior.table.log_prob).all()
+
+
+def test_numpy_integer_settings_are_ints():
+    import numpy as np
+
+    posterior = MAPAPosterior.fit(torch.randn(30, 3), scale=0.5, num_neighbors=np.int64(4))
+    assert posterior.num_neighbors == 4
+    assert MAPA_ELBO(num_neighbors=np.int64(2), num_samples=np.int32(3)).num_particles == 5
+
+
+def test_auto_bandwidth_on_duplicated_data():
+    data = (torch.rand(4, 16) < 0.5).double().repeat(50, 1)
+    with pytest.raises(ValueError, match="cannot reach perplexity=5.*50 exact duplicates") as excinfo:
+        MAPAPosterior.fit(data, likelihood="bernoulli", bandwidth="auto", perplexity=5.0, num_neighbors=5)
+    assert raised_by_us(excinfo)
+
+
+def test_model_latent_missing_from_the_guide(problem):
+    def model(x, idx=None):
+        codes = pyro.param("codes", lambda: problem.init_codes.clone())
+        with pyro.plate("data", problem.N, subsample=idx):
+            i = pyro.sample("i", dist.Categorical(logits=torch.zeros(problem.N)))
+            u = pyro.sample("u", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(problem.net(codes[i]) + u.unsqueeze(-1), 0.5).to_event(1), obs=x)
+
+    posterior = MAPAPosterior.fit(problem.data, scale=0.5, num_neighbors=problem.N)
+    guide = MAPAGuide(model, posterior, create_plates=problem.create_plates)
+    pyro.enable_validation(False)  # Pyro's own check only warns; ours must hold without it
+    with pytest.raises(ValueError, match=r"latent sites \['u'\] are not in the guide"):
+        MAPA_ELBO(num_neighbors=problem.N, num_samples=0).loss(model, guide, problem.data)
+
+
+def test_create_plates_with_another_name(problem):
+    posterior = MAPAPosterior.fit(problem.data, scale=0.5, num_neighbors=4)
+    guide = MAPAGuide(problem.model, posterior, create_plates=lambda x, idx=None: pyro.plate("batch", 30, subsample=idx))
+    with pytest.raises(ValueError, match="create_plates returned plates \\['batch'\\].*plate 'data'"):
+        train_step(problem, guide, MAPA_ELBO(num_neighbors=2, num_samples=2))

@@ -157,3 +157,17 @@ def test_inner_feature_plate_is_summed_per_datapoint(float64):
         with torch.no_grad():
             expected = -(12 / 3) * problem.exact_log_marginal(problem.data[idx]).sum().item()
         assert loss == pytest.approx(expected, abs=1e-6)
+
+
+def test_create_plates_without_a_dim_in_a_model_plate_at_dim_minus_two(float64):
+    """The guide takes the dim its own plate gets, not the model's, and says so if they differ."""
+    problem = Empirical(num_points=12, obs_dim=3)
+
+    def model(x, idx=None):
+        with pyro.plate("data", problem.N, subsample=idx, dim=-2):
+            pyro.sample("i", dist.Categorical(logits=torch.zeros(problem.N)))
+
+    posterior = MAPAPosterior.fit(problem.data, scale=problem.sigma, num_neighbors=4)
+    guide = MAPAGuide(model, posterior, create_plates=lambda x, idx=None: pyro.plate("data", 12, subsample=idx))
+    with pytest.raises(ValueError, match="plate 'data' at dim -1, but the model's is at dim -2: pass dim=-2"):
+        MAPA_ELBO(num_neighbors=2, num_samples=1).loss(model, guide, problem.data[:3], torch.arange(3))

@@ -126,3 +126,12 @@ def test_cuda_matches_cpu(float64):
     gpu = MAPAPosterior.fit(data.cuda(), scale=0.3, num_neighbors=10)
     assert gpu.table.index.is_cuda
     assert torch.allclose(gpu.table.log_prob.cpu(), cpu.table.log_prob, atol=1e-8)
+
+
+def test_float32_far_from_the_origin_agrees_with_float64():
+    """Squared distances by matrix products cancel badly at large offsets unless translated."""
+    data = 0.3 * torch.randn(200, 2, dtype=torch.float64) + 1000.0
+    p32 = MAPAPosterior.fit(data.float(), scale=0.1, num_neighbors=5)
+    p64 = MAPAPosterior.fit(data, scale=0.1, num_neighbors=5)
+    assert (p32.table.index == p64.table.index).float().mean() > 0.99
+    assert torch.allclose(p32.table.log_prob.double(), p64.table.log_prob, atol=1e-2)

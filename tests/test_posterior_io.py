@@ -45,6 +45,12 @@ def test_custom_distance_round_trip(tmp_path, float64):
     loaded = MAPAPosterior.load(tmp_path / "c.pt", data, distance=l1)
     assert torch.equal(loaded.query(data).index, posterior.table.index)
 
+    def l2(a, b):
+        return torch.cdist(a, b)
+
+    with pytest.raises(ValueError, match="was built with the distance .*l1, not .*l2"):
+        MAPAPosterior.load(tmp_path / "c.pt", data, distance=l2)
+
 
 @pytest.mark.parametrize(
     "other",

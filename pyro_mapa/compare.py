@@ -1,0 +1,312 @@
+"""The comparison protocol: MAPA against VAE, IWAE and Pyro's AutoGuides (SPEC section 4).
+
+Every method trains the same decoder with the same fixed ``sigma`` on the same split,
+for the same budget of decoder passes (counted by hooks, training only). At each of
+``num_checkpoints`` checkpoints the method becomes a continuous-prior model
+(``N(0, I)`` for the VAE model, :func:`~pyro_mapa.fit_prior` on the codes for the
+empiricalized ones) and is scored on validation and test points by one estimator for
+all: importance sampling (:func:`~pyro_mapa.evaluate.importance_log_likelihood`) with
+the proposal ``0.1 p(z) + 0.9 sum_m q(m | x) N(z; c_m, s^2)``, a mixture over the
+method's own codes ``c_m`` of the point's MAPA neighbours among the training points
+(``s`` = 0.1 x the codes' spread). The test log-likelihood is reported at the
+checkpoint with the best validation log-likelihood.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.infer import SVI, Trace_ELBO
+from pyro.infer.autoguide import AutoDelta, AutoNormal
+from pyro.optim import Adam
+
+from .baselines import empirical_model, encoder_guide, make_decoder, make_encoder, vae_model
+from .counting import PassCounter
+from .datasets import load_synthetic
+from .evaluate import importance_log_likelihood
+from .guide import MAPAGuide
+from .iwae_elbo import IWAE_ELBO
+from .mapa_elbo import MAPA_ELBO
+from .neighbors import NeighborTable
+from .posterior import MAPAPosterior
+from .priors import fit_prior
+
+__all__ = [
+    "RunResult",
+    "Split",
+    "load_split",
+    "parse_method",
+    "plot_curves",
+    "run_comparison",
+    "summary_table",
+    "train_and_score",
+]
+
+PROPOSAL_NEIGHBORS = 16
+PRIOR_WEIGHT = 0.1
+
+
+@dataclass
+class Split:
+    """Train, validation and test points with what the comparison needs to know."""
+
+    name: str
+    train: torch.Tensor
+    val: torch.Tensor
+    test: torch.Tensor
+    sigma: float
+    latent_dim: int
+    true_test: float | None  # the true model's test log-likelihood, where known
+
+
+def load_split(name: str, num_train: int = 1000, seed: int = 0) -> Split:
+    """A synthetic set (500 validation, 500 test points) or ``"digits"`` (scikit-learn's
+    1,797 8x8 images scaled to [0, 1]: 1,000 / 300 / 497, ``sigma = 0.2``, 2-D latent)."""
+    if name == "digits":
+        from sklearn.datasets import load_digits
+
+        x = torch.as_tensor(load_digits().data / 16.0, dtype=torch.get_default_dtype())
+        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+        x = x[order]
+        return Split(name, x[:1000], x[1000:1300], x[1300:], 0.2, 2, None)
+    data = load_synthetic(name, num_train=num_train, num_test=1000, seed=seed)
+    test = data.test[500:]
+    true = data.log_likelihood(test).mean().item()
+    return Split(name, data.train, data.test[:500], test, data.sigma, data.latent_dim, true)
+
+
+def parse_method(method: str) -> tuple[str, tuple[int, ...]]:
+    """``"vae"``, ``"iwae-S"``, ``"autonormal"``, ``"autodelta"``, ``"mapa-K-S"`` or ``"exact"``."""
+    kind, *numbers = method.split("-")
+    expected = {"vae": 0, "iwae": 1, "autonormal": 0, "autodelta": 0, "mapa": 2, "exact": 0}
+    if kind not in expected or len(numbers) != expected[kind] or not all(n.isdigit() for n in numbers):
+        raise ValueError(f"unknown method {method!r}: use vae, iwae-S, autonormal, autodelta, mapa-K-S or exact")
+    return kind, tuple(int(n) for n in numbers)
+
+
+@dataclass
+class RunResult:
+    """One method, one seed: the scores at the best-validation checkpoint and the curve."""
+
+    method: str
+    seed: int
+    test_ll: float
+    test_se: float
+    best_val_ll: float
+    passes_to_best: int
+    seconds_to_best: float
+    total_passes: int
+    decoder_per_point_step: float
+    encoder_per_point_step: float
+    steps: int
+    curve: list = field(default_factory=list)  # (decoder passes, val LL, test LL)
+
+
+def _mixture_proposal(table: NeighborTable, codes: torch.Tensor, prior_weight: float = PRIOR_WEIGHT):
+    """``prior_weight N(0, I) + (1 - prior_weight) sum_m q(m | x) N(c_m, s^2)``."""
+    spread = 0.1 * codes.std(0).clamp_min(1e-3)
+
+    def proposal(x):
+        batch, d = len(x), codes.shape[1]
+        loc = torch.cat([codes[table.index], codes.new_zeros(batch, 1, d)], 1)
+        scale = torch.cat([spread.expand(batch, table.index.shape[1], d), codes.new_ones(batch, 1, d)], 1)
+        logits = torch.cat(
+            [
+                table.log_prob - table.log_prob.logsumexp(-1, keepdim=True) + math.log1p(-prior_weight),
+                codes.new_full((batch, 1), math.log(prior_weight)),
+            ],
+            -1,
+        )
+        with pyro.plate("data", batch):
+            pyro.sample("z", dist.MixtureSameFamily(dist.Categorical(logits=logits), dist.Normal(loc, scale).to_event(1)))
+
+    return proposal
+
+
+def _continuous_model(decoder: torch.nn.Module, prior: dist.Distribution, sigma: float):
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", prior)
+            pyro.sample("x", dist.Normal(decoder(z), sigma).to_event(1), obs=x)
+
+    return model
+
+
+def train_and_score(
+    method: str,
+    split: Split,
+    seed: int,
+    budget: int,
+    *,
+    batch_size: int = 100,
+    lr: float = 1e-2,
+    num_checkpoints: int = 20,
+    eval_particles: int = 100,
+    test_particles: int = 1000,
+    tables: dict[str, NeighborTable] | None = None,
+) -> RunResult:
+    """Train ``method`` for ``budget`` decoder passes and score it (see the module docstring).
+
+    :param tables: MAPA neighbour tables of the validation and test points over the
+        training points (``{"val": ..., "test": ...}``); computed if ``None``.
+    """
+    kind, numbers = parse_method(method)
+    pyro.set_rng_seed(seed)
+    pyro.clear_param_store()
+    train, sigma, (num_points, obs_dim), d = split.train, split.sigma, split.train.shape, split.latent_dim
+    if tables is None:
+        reference = MAPAPosterior.fit(train, scale=sigma, num_neighbors=PROPOSAL_NEIGHBORS)
+        tables = {"val": reference.query(split.val), "test": reference.query(split.test)}
+    decoder = make_decoder(d, obs_dim)
+    decoder_passes = PassCounter(decoder)
+    encoder = encoder_passes = None
+
+    def create_plates(x, idx=None):
+        return pyro.plate("data", num_points, subsample=idx)
+
+    if kind in ("mapa", "exact"):
+        model = empirical_model(decoder, sigma, num_points, d)
+        num_cached = num_points if kind == "exact" else max(64, numbers[0])
+        posterior = MAPAPosterior.fit(train, scale=sigma, num_neighbors=num_cached)
+        guide = MAPAGuide(model, posterior, create_plates=create_plates)
+        loss = MAPA_ELBO(*((num_points, 0) if kind == "exact" else numbers), max_plate_nesting=1)
+    else:
+        model = vae_model(decoder, sigma, num_points, d)
+        if kind in ("vae", "iwae"):
+            encoder = make_encoder(obs_dim, d)
+            encoder_passes = PassCounter(encoder)
+            guide = encoder_guide(encoder, num_points)
+            loss = Trace_ELBO() if kind == "vae" else IWAE_ELBO(numbers[0], max_plate_nesting=1)
+        else:
+            guide = (AutoNormal if kind == "autonormal" else AutoDelta)(model, create_plates=create_plates)
+            loss = Trace_ELBO()
+    svi = SVI(model, guide, Adam({"lr": lr}), loss=loss)
+
+    def train_codes() -> torch.Tensor:
+        if kind in ("mapa", "exact"):
+            return pyro.param("codes").detach()
+        if encoder is not None:
+            return encoder(train).chunk(2, -1)[0].detach()
+        return guide.median(train)["z"].detach()
+
+    def score(which: str, num_particles: int):
+        """Validation or test log-likelihood of the current continuous-prior model."""
+        counts = decoder_passes.count, encoder_passes.count if encoder_passes else 0
+        with torch.no_grad():
+            codes = train_codes()
+            if kind in ("mapa", "exact"):
+                prior = fit_prior(codes, "gmm", num_components=10, seed=seed)
+            else:
+                prior = dist.Normal(torch.zeros(d), 1.0).to_event(1)
+            x = split.val if which == "val" else split.test
+            ll = importance_log_likelihood(
+                _continuous_model(decoder, prior, sigma), _mixture_proposal(tables[which], codes), x,
+                num_particles=num_particles, chunk_size=min(num_particles, 200),
+            )
+        decoder_passes.count = counts[0]
+        if encoder_passes:
+            encoder_passes.count = counts[1]
+        return ll.value.mean().item(), (ll.stderr.square().mean() / len(x)).sqrt().item()
+
+    result = RunResult(method, seed, -math.inf, 0.0, -math.inf, 0, 0.0, 0, 0.0, 0.0, 0)
+    next_checkpoint, elapsed = budget / num_checkpoints, 0.0
+    while decoder_passes.count < budget:
+        idx = torch.randint(0, num_points, (batch_size,))
+        start = time.perf_counter()
+        svi.step(train[idx], idx)
+        elapsed += time.perf_counter() - start
+        result.steps += 1
+        if decoder_passes.count >= next_checkpoint or decoder_passes.count >= budget:
+            next_checkpoint += budget / num_checkpoints
+            val_ll, _ = score("val", eval_particles)
+            test_ll, _ = score("test", eval_particles)
+            result.curve.append((decoder_passes.count, val_ll, test_ll))
+            if val_ll > result.best_val_ll:
+                result.best_val_ll = val_ll
+                result.test_ll, result.test_se = score("test", test_particles)
+                result.passes_to_best, result.seconds_to_best = decoder_passes.count, elapsed
+    result.total_passes = decoder_passes.count
+    result.decoder_per_point_step = decoder_passes.count / (result.steps * batch_size)
+    result.encoder_per_point_step = (encoder_passes.count if encoder_passes else 0) / (result.steps * batch_size)
+    decoder_passes.remove()
+    return result
+
+
+def run_comparison(
+    dataset: str,
+    methods: list[str],
+    seeds: list[int],
+    budget: int,
+    progress: bool | None = None,
+) -> tuple[Split, list[RunResult]]:
+    """Every method under every seed on one split (the split's seed is the first seed)."""
+    from tqdm.auto import tqdm
+
+    for method in methods:
+        parse_method(method)
+    split = load_split(dataset, seed=seeds[0])
+    reference = MAPAPosterior.fit(split.train, scale=split.sigma, num_neighbors=PROPOSAL_NEIGHBORS)
+    tables = {"val": reference.query(split.val), "test": reference.query(split.test)}
+    runs = []
+    jobs = [(m, s) for s in seeds for m in methods]
+    for method, seed in tqdm(jobs, desc="compare", disable=None if progress is None else not progress):
+        runs.append(train_and_score(method, split, seed, budget, tables=tables))
+    return split, runs
+
+
+def summary_table(split: Split, runs: list[RunResult]) -> str:
+    """Per method: test LL mean and spread (min..max over seeds), passes, time to best."""
+    import statistics
+
+    lines = [
+        f"{split.name}: N = {len(split.train)}, sigma = {split.sigma}, seeds = {sorted({r.seed for r in runs})}",
+        f"{'method':12} {'test LL':>9} {'min..max':>17} {'IS se':>6} {'dec/pt/step':>11} {'enc/pt/step':>11} "
+        f"{'passes to best':>14} {'s to best':>9}",
+    ]
+    for method in dict.fromkeys(r.method for r in runs):
+        rs = [r for r in runs if r.method == method]
+        ll = [r.test_ll for r in rs]
+        lines.append(
+            f"{method:12} {statistics.mean(ll):9.3f} {min(ll):8.3f}..{max(ll):<8.3f} "
+            f"{max(r.test_se for r in rs):6.3f} {statistics.median(r.decoder_per_point_step for r in rs):11.2f} "
+            f"{statistics.median(r.encoder_per_point_step for r in rs):11.2f} "
+            f"{statistics.median(r.passes_to_best for r in rs):14.0f} {statistics.median(r.seconds_to_best for r in rs):9.1f}"
+        )
+    if split.true_test is not None:
+        lines.append(f"{'true model':12} {split.true_test:9.3f}   (the ceiling)")
+    return "\n".join(lines)
+
+
+def plot_curves(runs: list[RunResult], path, title: str, ceiling: float | None = None) -> None:
+    """Test log-likelihood against decoder passes: one curve per method (median over
+    seeds), with the band between the seeds' min and max."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for method in dict.fromkeys(r.method for r in runs):
+        curves = [np.array(r.curve) for r in runs if r.method == method]
+        length = min(len(c) for c in curves)
+        passes = np.median([c[:length, 0] for c in curves], axis=0)
+        test = np.array([c[:length, 2] for c in curves])
+        (line,) = ax.plot(passes, np.median(test, axis=0), label=method)
+        ax.fill_between(passes, test.min(0), test.max(0), color=line.get_color(), alpha=0.2)
+    if ceiling is not None:
+        ax.axhline(ceiling, color="k", ls="--", label="true model")
+    ax.set_xlabel("decoder passes (training)")
+    ax.set_ylabel("test log-likelihood (nats per point)")
+    ax.set_title(title)
+    lows = [r.test_ll for r in runs]
+    ax.set_ylim(bottom=min(lows) - 2 * (max(lows) - min(lows) + 0.1), top=(ceiling or max(lows)) + 0.5)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

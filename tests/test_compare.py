@@ -1,0 +1,62 @@
+"""The comparison protocol on a tiny budget: costs counted where they happen, same split."""
+
+import json
+
+import pytest
+import torch
+
+from pyro_mapa.cli import main
+from pyro_mapa.compare import load_split, parse_method, train_and_score
+
+
+@pytest.fixture(scope="module")
+def split():
+    return load_split("absolute-value", num_train=200, seed=0)
+
+
+@pytest.mark.parametrize(
+    "method, decoder_per_step, encoder_per_step",
+    [("vae", 1.0, 1.0), ("iwae-5", 5.0, 1.0), ("autonormal", 1.0, 0.0), ("autodelta", 1.0, 0.0)],
+)
+def test_passes_per_point_per_step_of_the_vae_family(split, method, decoder_per_step, encoder_per_step):
+    result = train_and_score(method, split, seed=0, budget=4000, num_checkpoints=2, eval_particles=10, test_particles=20)
+    # counted, not computed: a guide's one-time prototype trace may add a pass or two
+    assert result.decoder_per_point_step == pytest.approx(decoder_per_step, rel=0.05)
+    assert result.encoder_per_point_step == pytest.approx(encoder_per_step, rel=0.05)
+    assert result.total_passes >= 4000 and result.total_passes < 4000 + 100 * decoder_per_step + 1
+    assert len(result.curve) == 2
+    assert result.test_ll < split.true_test + 0.5  # no model beats the truth by much on 500 points
+
+
+def test_mapa_runs_the_decoder_on_distinct_indices(split):
+    """K + S = 15 particles per point, but the decoder runs once per distinct index of the step."""
+    result = train_and_score("mapa-5-10", split, seed=0, budget=6000, num_checkpoints=1, eval_particles=10, test_particles=20)
+    assert 1.0 < result.decoder_per_point_step < 15.0
+    assert result.encoder_per_point_step == 0.0
+    exact = train_and_score("exact", split, seed=0, budget=6000, num_checkpoints=1, eval_particles=10, test_particles=20)
+    # all N codes once per step of 100 (plus the guide's one-time prototype trace)
+    assert exact.decoder_per_point_step == pytest.approx(200 / 100, rel=0.1)
+
+
+def test_method_names():
+    assert parse_method("mapa-5-10") == ("mapa", (5, 10))
+    with pytest.raises(ValueError, match="unknown method 'mapa-5'"):
+        parse_method("mapa-5")
+
+
+def test_digits_split_is_the_real_data():
+    split = load_split("digits")
+    assert split.train.shape == (1000, 64) and split.val.shape == (300, 64) and split.test.shape == (497, 64)
+    assert split.true_test is None
+    assert float(split.train.max()) == 1.0 and float(split.train.min()) == 0.0
+
+
+def test_cli_writes_a_table_json_and_plot(tmp_path, capsys):
+    out = tmp_path / "run"
+    main(["compare", "--dataset", "absolute-value", "--seeds", "0", "1", "--budget", "3000",
+          "--methods", "vae", "mapa-2-3", "--out", str(out), "--quiet"])
+    printed = capsys.readouterr().out
+    assert "vae" in printed and "mapa-2-3" in printed and "true model" in printed
+    record = json.loads((out / "results.json").read_text())
+    assert {(r["method"], r["seed"]) for r in record["runs"]} == {("vae", 0), ("vae", 1), ("mapa-2-3", 0), ("mapa-2-3", 1)}
+    assert (out / "compare.png").stat().st_size > 10_000

@@ -5,6 +5,7 @@ Write a Pyro model with an empirical latent prior, build a
 :class:`MAPA_ELBO`, and train with ``pyro.infer.SVI``.
 """
 
+from .decode import decode
 from .guide import MAPAGuide
 from .importance import ImportanceWeightedELBO, ImportanceWeights
 from .index_distribution import IndexParticles, MAPAIndex
@@ -12,6 +13,7 @@ from .iwae_elbo import IWAE_ELBO
 from .mapa_elbo import MAPA_ELBO, IndexParticleMessenger
 from .neighbors import NeighborTable, exact_neighbors
 from .posterior import MAPAPosterior
+from .priors import fit_prior
 
 __version__ = "0.1.0"
 
@@ -26,5 +28,7 @@ __all__ = [
     "MAPAPosterior",
     "MAPA_ELBO",
     "NeighborTable",
+    "decode",
     "exact_neighbors",
+    "fit_prior",
 ]

@@ -78,20 +78,9 @@ def _same_scale(a, b) -> bool:
     return a == b
 
 
-def importance_weights(
-    model_trace: Trace, guide_trace: Trace, particle_dim: int, log_normalizer: float
-) -> ImportanceWeights:
-    """Split traces run under the particle plate into per-datapoint log-weights.
-
-    The local plates are those around every latent site of the guide. Sites inside
-    all of them contribute per datapoint (inner plates are summed out); observed
-    sites outside all of them are added once and may not depend on the particle.
-    """
-    latent = [
-        site
-        for site in guide_trace.nodes.values()
-        if site["type"] == "sample" and not site["is_observed"] and not site["infer"].get("is_auxiliary")
-    ]
+def _local_frames(model_trace: Trace, guide_trace: Trace) -> frozenset:
+    """The plates around every latent site of the guide (one cell per datapoint); raise
+    if a model latent has no proposal or the latents share no plate."""
     unguided = [
         name
         for name, site in model_trace.nodes.items()
@@ -102,6 +91,11 @@ def importance_weights(
             f"the model's latent sites {unguided} are not in the guide: the importance weights need a "
             "proposal for every latent site"
         )
+    latent = [
+        site
+        for site in guide_trace.nodes.values()
+        if site["type"] == "sample" and not site["is_observed"] and not site["infer"].get("is_auxiliary")
+    ]
     if not latent:
         raise ValueError("the guide has no latent sample site: there is nothing to importance-weight")
     local = frozenset.intersection(*(_vectorized_frames(site) for site in latent))
@@ -110,6 +104,19 @@ def importance_weights(
             f"latent sites {[s['name'] for s in latent]} share no pyro.plate: the per-datapoint bound needs "
             "local latents, inside the data plate"
         )
+    return local
+
+
+def importance_weights(
+    model_trace: Trace, guide_trace: Trace, particle_dim: int, log_normalizer: float
+) -> ImportanceWeights:
+    """Split traces run under the particle plate into per-datapoint log-weights.
+
+    The local plates are those around every latent site of the guide. Sites inside
+    all of them contribute per datapoint (inner plates are summed out); observed
+    sites outside all of them are added once and may not depend on the particle.
+    """
+    local = _local_frames(model_trace, guide_trace)
     log_weights, scale, global_log_prob = 0.0, None, 0.0
     for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
         for name, site in trace.nodes.items():

@@ -44,12 +44,14 @@ class ImportanceWeights(NamedTuple):
     :param global_log_prob: scaled log-density of observed sites outside the local
         plates (the same for every particle), added once.
     :param log_normalizer: ``c``: ``log P`` for i.i.d. particles, 0 for MAPA.
+    :param num_fixed: leading particles that are fixed, not drawn (MAPA's ``K`` neighbours).
     """
 
     log_weights: torch.Tensor
     scale: float | torch.Tensor
     global_log_prob: torch.Tensor | float
     log_normalizer: float
+    num_fixed: int = 0
 
     def per_datapoint(self) -> torch.Tensor:
         """``logsumexp_p(log_weights) - c`` for each cell: the per-datapoint bound."""
@@ -108,7 +110,7 @@ def _local_frames(model_trace: Trace, guide_trace: Trace) -> frozenset:
 
 
 def importance_weights(
-    model_trace: Trace, guide_trace: Trace, particle_dim: int, log_normalizer: float
+    model_trace: Trace, guide_trace: Trace, particle_dim: int, log_normalizer: float, num_fixed: int = 0
 ) -> ImportanceWeights:
     """Split traces run under the particle plate into per-datapoint log-weights.
 
@@ -152,7 +154,7 @@ def importance_weights(
         log_weights = log_weights.unsqueeze(0)
     log_weights = log_weights.movedim(particle_dim, 0)
     scale = scale.squeeze(particle_dim) if isinstance(scale, torch.Tensor) and scale.dim() >= -particle_dim else scale
-    return ImportanceWeights(log_weights, scale, global_log_prob, log_normalizer)
+    return ImportanceWeights(log_weights, scale, global_log_prob, log_normalizer, num_fixed)
 
 
 class ImportanceWeightedELBO(ELBO):
@@ -161,15 +163,19 @@ class ImportanceWeightedELBO(ELBO):
     :param num_particles: ``P``, particles per datapoint.
     :param log_normalizer: ``c`` (``log P`` for i.i.d. particles, 0 for MAPA).
     :param max_plate_nesting: the model's plate nesting; guessed if infinite.
+    :param num_fixed: leading particles that are fixed rather than drawn.
 
     Subclasses may say how the guide produces its particles (:meth:`_particle_guide`)
     and which guide sites they accept (:meth:`_check_guide_site`).
     """
 
-    def __init__(self, num_particles: int, log_normalizer: float, max_plate_nesting: float = float("inf")):
+    def __init__(
+        self, num_particles: int, log_normalizer: float, max_plate_nesting: float = float("inf"), num_fixed: int = 0
+    ):
         super().__init__(num_particles=1, max_plate_nesting=max_plate_nesting, vectorize_particles=False)
         self.num_particles = num_particles
         self.log_normalizer = log_normalizer
+        self.num_fixed = num_fixed
 
     def _particle_guide(self, guide: Callable, particle_dim: int) -> Callable:
         return guide
@@ -207,7 +213,9 @@ class ImportanceWeightedELBO(ELBO):
         """Run model and guide once under the particle plate; return their
         :class:`ImportanceWeights` (per-particle, per-datapoint log-weights)."""
         model_trace, guide_trace = self._get_trace(model, guide, args, kwargs)
-        return importance_weights(model_trace, guide_trace, self._particle_dim(), self.log_normalizer)
+        return importance_weights(
+            model_trace, guide_trace, self._particle_dim(), self.log_normalizer, self.num_fixed
+        )
 
     def differentiable_loss(self, model: Callable, guide: Callable, *args, **kwargs) -> torch.Tensor:
         """The negative bound, differentiable in the model's and guide's parameters."""

@@ -86,7 +86,7 @@ class MAPA_ELBO(ImportanceWeightedELBO):
     def __init__(self, num_neighbors: int = 5, num_samples: int = 10, max_plate_nesting: float = float("inf")):
         num_neighbors = check_count(num_neighbors, "num_neighbors")
         num_samples = check_count(num_samples, "num_samples", minimum=0)
-        super().__init__(num_neighbors + num_samples, 0.0, max_plate_nesting)
+        super().__init__(num_neighbors + num_samples, 0.0, max_plate_nesting, num_fixed=num_neighbors)
         self.num_neighbors = num_neighbors
         self.num_samples = num_samples
 

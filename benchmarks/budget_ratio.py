@@ -1,0 +1,44 @@
+"""From a `pyro-mapa compare` results.json: the decoder-pass budget at which each method's
+test curve first reaches the reference method's test value at its best-validation
+checkpoint, as a ratio to the reference's own passes to that checkpoint (medians over
+seeds; "never" if it does not within the run). Curves use the comparison's checkpoint
+estimator (100 importance samples per point) for every method.
+
+    python benchmarks/budget_ratio.py mapa-compare/results.json --reference iwae-50
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("results")
+    parser.add_argument("--reference", default="iwae-50")
+    args = parser.parse_args()
+    runs = json.load(open(args.results))["runs"]
+    reference = {r["seed"]: r for r in runs if r["method"] == args.reference}
+    if not reference:
+        raise SystemExit(f"no runs of {args.reference} in {args.results}")
+    print(f"| method | passes to reach {args.reference}'s best / its own | final test LL | {args.reference} target |")
+    print("|---|---|---|---|")
+    for method in dict.fromkeys(r["method"] for r in runs):
+        ratios, finals, targets = [], [], []
+        for r in (r for r in runs if r["method"] == method):
+            # like with like: the reference's curve value (the same estimator and particle
+            # count as every curve) at its best-validation checkpoint
+            ref_passes, _, target = max(reference[r["seed"]]["curve"], key=lambda c: c[1])
+            reached = [passes for passes, _, test in r["curve"] if test >= target]
+            ratios.append(reached[0] / ref_passes if reached else float("inf"))
+            finals.append(r["test_ll"])
+            targets.append(target)
+        ratio = statistics.median(ratios)
+        shown = "never" if ratio == float("inf") else f"{ratio:.2f}"
+        print(f"| {method} | {shown} | {statistics.mean(finals):.3f} | {statistics.mean(targets):.3f} |")
+
+
+if __name__ == "__main__":
+    main()

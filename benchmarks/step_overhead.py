@@ -1,0 +1,88 @@
+"""Overhead of a MAPA training step over the bare decoder work it needs.
+
+A MAPA step (batch B, K + S particles, `decode` on distinct indices) against the bare
+decoder forward and backward on the same number of distinct codes (plus the Adam update
+of the same parameters), on the comparison's decoder. Medians over repeated steps.
+
+    python benchmarks/step_overhead.py --batch 256 --neighbors 5 --samples 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import pyro
+import torch
+from pyro.infer import SVI
+from pyro.optim import Adam
+
+from pyro_mapa import MAPA_ELBO, MAPAGuide, MAPAPosterior
+from pyro_mapa.baselines import empirical_model, make_decoder
+from pyro_mapa.compare import load_split
+
+
+def timed(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--dataset", nargs="+", default=["spiral-dots", "digits"])
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--neighbors", type=int, default=5)
+    parser.add_argument("--samples", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=200)
+    args = parser.parse_args()
+    print("| data | D | distinct codes per step | MAPA step ms | bare decoder fwd+bwd+Adam ms | ratio |")
+    print("|---|---|---|---|---|---|")
+    for name in args.dataset:
+        pyro.set_rng_seed(0)
+        pyro.clear_param_store()
+        split = load_split(name)
+        num_points, obs_dim = split.train.shape
+        decoder = make_decoder(split.latent_dim, obs_dim)
+        model = empirical_model(decoder, split.sigma, num_points, split.latent_dim)
+        posterior = MAPAPosterior.fit(split.train, scale=split.sigma, num_neighbors=64)
+        guide = MAPAGuide(model, posterior, create_plates=lambda x, idx=None: pyro.plate("data", num_points, subsample=idx))
+        elbo = MAPA_ELBO(args.neighbors, args.samples, max_plate_nesting=1)
+        svi = SVI(model, guide, Adam({"lr": 1e-3}), loss=elbo)
+        batches = [torch.randint(0, num_points, (args.batch,)) for _ in range(args.repeats + 1)]
+        it = iter(batches * 2)
+
+        def mapa_step():
+            idx = next(it)
+            svi.step(split.train[idx], idx)
+
+        mapa = timed(mapa_step, args.repeats)
+        # the distinct indices a step decodes, measured on the same batches
+        distinct = []
+        for idx in batches[: 20]:
+            with torch.no_grad():
+                values, _ = posterior.index_distribution(idx).particles(args.neighbors, args.samples)
+            distinct.append(len(values.unique()))
+        num_codes = int(statistics.median(distinct))
+        codes = pyro.param("codes").detach().clone().requires_grad_()
+        params = [codes, *decoder.parameters()]
+        optimizer = torch.optim.Adam(params, lr=1e-3)
+        x = split.train[:num_codes]
+
+        def bare_step():
+            optimizer.zero_grad()
+            loss = ((decoder(codes[:num_codes]) - x) ** 2).sum()
+            loss.backward()
+            optimizer.step()
+
+        bare = timed(bare_step, args.repeats)
+        print(f"| {name} | {obs_dim} | {num_codes} | {1e3 * mapa:.2f} | {1e3 * bare:.2f} | {mapa / bare:.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -14,12 +14,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pyro
-import pyro.distributions as dist
 import torch
 from pyro.infer import SVI
 from pyro.optim import Adam
 from tqdm.auto import tqdm
 
+from .baselines import empirical_model, make_decoder
 from .datasets import load_synthetic
 from .evaluate import empirical_log_likelihood
 from .guide import MAPAGuide
@@ -72,17 +72,8 @@ def run_demo(
     pyro.clear_param_store()
     data = load_synthetic(dataset, num_train=num_train, num_test=num_test, seed=seed)
     X, sigma, N = data.train, data.sigma, data.train.shape[0]
-    net = torch.nn.Sequential(
-        torch.nn.Linear(data.latent_dim, 50), torch.nn.Tanh(), torch.nn.Linear(50, 50), torch.nn.Tanh(),
-        torch.nn.Linear(50, X.shape[1]),
-    )
-
-    def model(x, idx):
-        decoder = pyro.module("decoder", net)
-        codes = pyro.param("codes", lambda: 0.1 * torch.randn(N, data.latent_dim))
-        with pyro.plate("data", N, subsample=idx):
-            i = pyro.sample("i", dist.Categorical(logits=torch.zeros(N)))
-            pyro.sample("x", dist.Normal(decoder(codes[i]), sigma).to_event(1), obs=x)
+    net = make_decoder(data.latent_dim, X.shape[1])
+    model = empirical_model(net, sigma, N, data.latent_dim)  # the README's model, decoding distinct codes
 
     posterior = MAPAPosterior.fit(X, likelihood="normal", scale=sigma, num_neighbors=64, progress=progress)
     guide = MAPAGuide(model, posterior, create_plates=lambda x, idx: pyro.plate("data", N, subsample=idx))

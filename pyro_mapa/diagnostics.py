@@ -26,6 +26,7 @@ from .neighbors import NeighborTable
 __all__ = [
     "ImportanceDiagnostics",
     "PosteriorDistance",
+    "dense_log_q",
     "importance_diagnostics",
     "posterior_distance",
     "to_inference_data",
@@ -100,7 +101,8 @@ class PosteriorDistance(NamedTuple):
         return self.kl.mean().item()
 
 
-def _dense_log_q(q: NeighborTable | torch.Tensor, num_points: int) -> torch.Tensor:
+def dense_log_q(q: NeighborTable | torch.Tensor, num_points: int) -> torch.Tensor:
+    """``log q(i = m | x)`` over all ``N`` indices (``M x N``), the tail spread uniformly."""
     if isinstance(q, torch.Tensor):
         return q
     index, log_prob, log_tail = q
@@ -117,7 +119,7 @@ def posterior_distance(q: NeighborTable | torch.Tensor, log_p: torch.Tensor) -> 
         uncached indices, as :class:`~pyro_mapa.MAPAIndex` does) or dense ``log q`` (``M x N``).
     :param log_p: dense normalised ``log p(i = m | x)`` (``M x N``).
     """
-    log_q = _dense_log_q(q, log_p.shape[1]).to(log_p)
+    log_q = dense_log_q(q, log_p.shape[1]).to(log_p)
     if log_q.shape != log_p.shape:
         raise ValueError(f"q covers shape {tuple(log_q.shape)} but log_p has shape {tuple(log_p.shape)}")
     p, q_probs = log_p.exp(), log_q.exp()

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
+from typing import Callable
 
 import pyro
 import pyro.distributions as dist
@@ -40,6 +42,7 @@ __all__ = [
     "RunResult",
     "Split",
     "load_split",
+    "neighbour_tables",
     "parse_method",
     "plot_curves",
     "run_comparison",
@@ -108,6 +111,13 @@ class RunResult:
     curve: list = field(default_factory=list)  # (decoder passes, val LL, test LL)
 
 
+def neighbour_tables(split: Split) -> dict[str, NeighborTable]:
+    """MAPA neighbour tables of the validation and test points over the training points
+    (the evaluation proposal's mixture weights; the same for every method)."""
+    reference = MAPAPosterior.fit(split.train, scale=split.sigma, num_neighbors=PROPOSAL_NEIGHBORS)
+    return {"val": reference.query(split.val), "test": reference.query(split.test)}
+
+
 def _mixture_proposal(table: NeighborTable, codes: torch.Tensor, prior_weight: float = PRIOR_WEIGHT):
     """``prior_weight N(0, I) + (1 - prior_weight) sum_m q(m | x) N(c_m, s^2)``."""
     spread = 0.1 * codes.std(0).clamp_min(1e-3)
@@ -160,9 +170,7 @@ def train_and_score(
     pyro.set_rng_seed(seed)
     pyro.clear_param_store()
     train, sigma, (num_points, obs_dim), d = split.train, split.sigma, split.train.shape, split.latent_dim
-    if tables is None:
-        reference = MAPAPosterior.fit(train, scale=sigma, num_neighbors=PROPOSAL_NEIGHBORS)
-        tables = {"val": reference.query(split.val), "test": reference.query(split.test)}
+    tables = tables or neighbour_tables(split)
     decoder = make_decoder(d, obs_dim)
     decoder_passes = PassCounter(decoder)
     encoder = encoder_passes = None
@@ -195,23 +203,22 @@ def train_and_score(
             return encoder(train).chunk(2, -1)[0].detach()
         return guide.median(train)["z"].detach()
 
-    def score(which: str, num_particles: int):
-        """Validation or test log-likelihood of the current continuous-prior model."""
-        counts = decoder_passes.count, encoder_passes.count if encoder_passes else 0
-        with torch.no_grad():
-            codes = train_codes()
-            if kind in ("mapa", "exact"):
-                prior = fit_prior(codes, "gmm", num_components=10, seed=seed)
-            else:
-                prior = dist.Normal(torch.zeros(d), 1.0).to_event(1)
-            x = split.val if which == "val" else split.test
-            ll = importance_log_likelihood(
-                _continuous_model(decoder, prior, sigma), _mixture_proposal(tables[which], codes), x,
-                num_particles=num_particles, chunk_size=min(num_particles, 200),
-            )
-        decoder_passes.count = counts[0]
-        if encoder_passes:
-            encoder_passes.count = counts[1]
+    def current_model() -> tuple[Callable, torch.Tensor]:
+        """The continuous-prior model of the current parameters, and the training codes."""
+        codes = train_codes()
+        if kind in ("mapa", "exact"):
+            prior = fit_prior(codes, "gmm", num_components=10, seed=seed)
+        else:
+            prior = dist.Normal(torch.zeros(d), 1.0).to_event(1)
+        return _continuous_model(decoder, prior, sigma), codes
+
+    def score(model: Callable, codes: torch.Tensor, which: str, num_particles: int) -> tuple[float, float]:
+        """Mean validation or test log-likelihood and its standard error."""
+        x = split.val if which == "val" else split.test
+        ll = importance_log_likelihood(
+            model, _mixture_proposal(tables[which], codes), x,
+            num_particles=num_particles, chunk_size=min(num_particles, 200),
+        )
         return ll.value.mean().item(), (ll.stderr.square().mean() / len(x)).sqrt().item()
 
     result = RunResult(method, seed, -math.inf, 0.0, -math.inf, 0, 0.0, 0, 0.0, 0.0, 0)
@@ -224,19 +231,21 @@ def train_and_score(
         result.steps += 1
         if decoder_passes.count >= next_checkpoint or decoder_passes.count >= budget:
             next_checkpoint += budget / num_checkpoints
-            val_ll, _ = score("val", eval_particles)
-            test_ll, _ = score("test", eval_particles)
+            with torch.no_grad(), ExitStack() as evaluation:  # evaluation passes are not training passes
+                for counter in filter(None, (decoder_passes, encoder_passes)):
+                    evaluation.enter_context(counter.paused())
+                model, codes = current_model()
+                val_ll, _ = score(model, codes, "val", eval_particles)
+                test_ll, _ = score(model, codes, "test", eval_particles)
+                if val_ll > result.best_val_ll:
+                    result.best_val_ll = val_ll
+                    result.test_ll, result.test_se = score(model, codes, "test", test_particles)
+                    if kind in ("mapa", "exact"):
+                        result.empirical_test_ll = (
+                            empirical_log_likelihood(decoder, codes, split.test, sigma).mean().item()
+                        )
+                    result.passes_to_best, result.seconds_to_best = decoder_passes.count, elapsed
             result.curve.append((decoder_passes.count, val_ll, test_ll))
-            if val_ll > result.best_val_ll:
-                result.best_val_ll = val_ll
-                result.test_ll, result.test_se = score("test", test_particles)
-                if kind in ("mapa", "exact"):  # not a training pass: the count is put back
-                    count = decoder_passes.count
-                    result.empirical_test_ll = (
-                        empirical_log_likelihood(decoder, train_codes(), split.test, sigma).mean().item()
-                    )
-                    decoder_passes.count = count
-                result.passes_to_best, result.seconds_to_best = decoder_passes.count, elapsed
     result.total_passes = decoder_passes.count
     result.decoder_per_point_step = decoder_passes.count / (result.steps * batch_size)
     result.encoder_per_point_step = (encoder_passes.count if encoder_passes else 0) / (result.steps * batch_size)
@@ -257,8 +266,7 @@ def run_comparison(
     for method in methods:
         parse_method(method)
     split = load_split(dataset, seed=seeds[0])
-    reference = MAPAPosterior.fit(split.train, scale=split.sigma, num_neighbors=PROPOSAL_NEIGHBORS)
-    tables = {"val": reference.query(split.val), "test": reference.query(split.test)}
+    tables = neighbour_tables(split)
     runs = []
     jobs = [(m, s) for s in seeds for m in methods]
     for method, seed in tqdm(jobs, desc="compare", disable=None if progress is None else not progress):

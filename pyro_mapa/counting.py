@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch
 
 __all__ = ["PassCounter"]
@@ -24,6 +27,15 @@ class PassCounter:
 
     def _hook(self, module, inputs, output) -> None:
         self.count += inputs[0].shape[:-1].numel()
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Passes inside this context are not counted (evaluation, not training)."""
+        count = self.count
+        try:
+            yield
+        finally:
+            self.count = count
 
     def remove(self) -> None:
         """Detach the hook."""

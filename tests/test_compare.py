@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import torch
 
 from pyro_mapa.cli import main
 from pyro_mapa.compare import load_split, parse_method, train_and_score

@@ -1,6 +1,5 @@
 """The log-likelihood estimator against probabilistic PCA's closed form; decode; counting."""
 
-import math
 
 import pyro
 import pyro.distributions as dist

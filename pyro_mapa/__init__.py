@@ -5,7 +5,8 @@ Write a Pyro model with an empirical latent prior, build a
 :class:`MAPA_ELBO`, and train with ``pyro.infer.SVI``.
 """
 
-from .decode import decode
+from .decode import decode, decode_unique
+from .gathered import GatheredNormal
 from .guide import MAPAGuide
 from .importance import ImportanceWeightedELBO, ImportanceWeights
 from .index_distribution import IndexParticles, MAPAIndex
@@ -18,6 +19,7 @@ from .priors import fit_prior
 __version__ = "0.1.0"
 
 __all__ = [
+    "GatheredNormal",
     "IWAE_ELBO",
     "ImportanceWeightedELBO",
     "ImportanceWeights",
@@ -29,6 +31,7 @@ __all__ = [
     "MAPA_ELBO",
     "NeighborTable",
     "decode",
+    "decode_unique",
     "exact_neighbors",
     "fit_prior",
 ]

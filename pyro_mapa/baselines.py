@@ -6,7 +6,8 @@ All share one decoder architecture (``d -> 50 -> 50 -> D``, tanh) and a fixed ``
   with an amortized Gaussian encoder guide (VAE, IWAE) or Pyro's ``AutoNormal`` /
   ``AutoDelta`` (non-amortized local latents);
 * the empiricalized model, ``i ~ Categorical(N)``, ``x ~ N(f(z_i), sigma^2 I)``, whose
-  decoder runs on the distinct indices of a step (:func:`~pyro_mapa.decode.decode`).
+  decoder runs on the distinct indices of a step (:func:`~pyro_mapa.decode.decode_unique`),
+  scored by :class:`~pyro_mapa.GatheredNormal`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from .decode import decode
+from .decode import decode_unique
+from .gathered import GatheredNormal
 
 __all__ = ["empirical_model", "encoder_guide", "make_decoder", "make_encoder", "vae_model"]
 
@@ -67,6 +69,7 @@ def empirical_model(decoder: torch.nn.Module, sigma: float, num_points: int, lat
         codes = pyro.param("codes", lambda: 0.1 * torch.randn(num_points, latent_dim))
         with pyro.plate("data", num_points, subsample=idx):
             i = pyro.sample("i", dist.Categorical(logits=torch.zeros(num_points)))
-            pyro.sample("x", dist.Normal(decode(decoder, codes, i), sigma).to_event(1), obs=x)
+            loc, rows = decode_unique(decoder, codes, i)
+            pyro.sample("x", GatheredNormal(loc, sigma, rows), obs=x)
 
     return model

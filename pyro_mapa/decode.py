@@ -12,7 +12,24 @@ from typing import Callable
 
 import torch
 
-__all__ = ["decode"]
+__all__ = ["decode", "decode_unique"]
+
+
+def decode_unique(
+    decoder: Callable[[torch.Tensor], torch.Tensor], codes: torch.Tensor, i: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The decoder on the distinct indices of ``i``, and where each entry of ``i`` went.
+
+    :returns: ``(outputs, inverse)``: ``U`` outputs, one per distinct index, and
+        ``inverse`` of ``i``'s shape with ``outputs[inverse] == decoder(codes[i])``;
+        feed both to :class:`~pyro_mapa.GatheredNormal` to skip the gather.
+
+    >>> outputs, inverse = decode_unique(lambda z: 10 * z, torch.tensor([[0.0], [1.0], [2.0]]), torch.tensor([2, 2, 0]))
+    >>> outputs.squeeze(-1), inverse
+    (tensor([ 0., 20.]), tensor([1, 1, 0]))
+    """
+    unique, inverse = torch.unique(i, return_inverse=True)
+    return decoder(codes[unique]), inverse
 
 
 def decode(decoder: Callable[[torch.Tensor], torch.Tensor], codes: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
@@ -28,5 +45,5 @@ def decode(decoder: Callable[[torch.Tensor], torch.Tensor], codes: torch.Tensor,
     tensor([[20., 20.],
             [ 0., 20.]])
     """
-    unique, inverse = torch.unique(i, return_inverse=True)
-    return decoder(codes[unique])[inverse]
+    outputs, inverse = decode_unique(decoder, codes, i)
+    return outputs[inverse]

@@ -1,0 +1,91 @@
+r"""A Normal likelihood over decoded rows, scored in one pass.
+
+In the empiricalized model a step decodes ``U`` distinct codes into means
+``mu_u`` and scores each of the ``P x B`` (particle, datapoint) pairs against the
+row ``u = index[p, b]``. Written as ``Normal(mu[index], sigma).to_event(1)`` this
+costs several ``P x B x D`` temporaries (``torch.distributions.Normal`` broadcasts
+``sigma`` and its logarithm to the full shape) and a slow accumulating backward of
+the advanced-index gather; together they were most of a MAPA step
+(benchmarks/RESULTS.md, step overhead). :class:`GatheredNormal` is the same
+distribution, computed as
+
+.. math::
+    \log p(x_b \mid u) = -\tfrac12 \big\lVert \mu_u / \sigma - x_b / \sigma \big\rVert^2
+        - \textstyle\sum_d \log\sigma_d - \tfrac D2 \log 2\pi,
+
+scaling the ``U`` means and ``B`` observations before the gather, and gathering
+with ``index_select`` (whose backward is an ``index_add``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from pyro.distributions import TorchDistribution, constraints
+
+__all__ = ["GatheredNormal"]
+
+
+class GatheredNormal(TorchDistribution):
+    """``Normal(loc[index], scale).to_event(1)`` without materialising ``loc[index]`` first.
+
+    :param loc: ``(U, D)`` distinct means (a decoder run on distinct codes,
+        :func:`~pyro_mapa.decode.decode_unique`).
+    :param scale: standard deviations shared by all rows: a number or a ``(D,)`` tensor.
+    :param index: integer rows of ``loc``, of any shape: the batch shape.
+
+    >>> loc, index = torch.tensor([[0.0, 0.0], [1.0, 2.0]]), torch.tensor([[1, 0, 1]])
+    >>> x = torch.tensor([[1.0, 1.0], [0.0, 1.0], [2.0, 2.0]])
+    >>> gathered = GatheredNormal(loc, 0.5, index).log_prob(x)
+    >>> torch.allclose(gathered, torch.distributions.Normal(loc[index], 0.5).log_prob(x).sum(-1))
+    True
+    """
+
+    arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
+    support = constraints.independent(constraints.real, 1)
+    has_rsample = True
+
+    def __init__(self, loc: torch.Tensor, scale: float | torch.Tensor, index: torch.Tensor, validate_args=None):
+        if loc.dim() != 2:
+            raise ValueError(f"loc must hold (U, D) distinct means, got shape {tuple(loc.shape)}")
+        scale = torch.as_tensor(scale, dtype=loc.dtype, device=loc.device)
+        if scale.dim() > 1 or scale.numel() not in (1, loc.shape[-1]):
+            raise ValueError(
+                f"scale must be a number or a ({loc.shape[-1]},) vector shared by all rows, got shape "
+                f"{tuple(scale.shape)}; for per-row scales use Normal(loc[index], scale[index]).to_event(1)"
+            )
+        if index.dtype == torch.bool or index.is_floating_point() or index.is_complex():
+            raise ValueError(f"index must be an integer tensor of rows of loc, got dtype {index.dtype}")
+        self.loc, self.scale, self.index = loc, scale, index
+        super().__init__(index.shape, loc.shape[-1:], validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(GatheredNormal, _instance)
+        new.loc, new.scale, new.index = self.loc, self.scale, self.index.expand(batch_shape)
+        super(GatheredNormal, new).__init__(torch.Size(batch_shape), self.event_shape, validate_args=False)
+        new._validate_args = self._validate_args
+        return new
+
+    def _gather(self, rows: torch.Tensor) -> torch.Tensor:
+        return rows.index_select(0, self.index.reshape(-1)).reshape(self.index.shape + rows.shape[-1:])
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self._gather(self.loc)
+
+    @property
+    def variance(self) -> torch.Tensor:
+        return self.scale.pow(2).expand(self.batch_shape + self.event_shape)
+
+    def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+        noise = torch.randn(self._extended_shape(sample_shape), dtype=self.loc.dtype, device=self.loc.device)
+        return self.mean + self.scale * noise
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+        dim = self.loc.shape[-1]
+        squared = (self._gather(self.loc / self.scale) - value / self.scale).pow(2).sum(-1)
+        log_norm = self.scale.log().expand(dim).sum() + 0.5 * dim * math.log(2 * math.pi)
+        return -0.5 * squared - log_norm

@@ -231,6 +231,7 @@ def train_and_score(
         result.steps += 1
         if decoder_passes.count >= next_checkpoint or decoder_passes.count >= budget:
             next_checkpoint += budget / num_checkpoints
+            passes = decoder_passes.count  # read before evaluating: paused() restores the count only on exit
             with torch.no_grad(), ExitStack() as evaluation:  # evaluation passes are not training passes
                 for counter in filter(None, (decoder_passes, encoder_passes)):
                     evaluation.enter_context(counter.paused())
@@ -244,8 +245,8 @@ def train_and_score(
                         result.empirical_test_ll = (
                             empirical_log_likelihood(decoder, codes, split.test, sigma).mean().item()
                         )
-                    result.passes_to_best, result.seconds_to_best = decoder_passes.count, elapsed
-            result.curve.append((decoder_passes.count, val_ll, test_ll))
+                    result.passes_to_best, result.seconds_to_best = passes, elapsed
+            result.curve.append((passes, val_ll, test_ll))
     result.total_passes = decoder_passes.count
     result.decoder_per_point_step = decoder_passes.count / (result.steps * batch_size)
     result.encoder_per_point_step = (encoder_passes.count if encoder_passes else 0) / (result.steps * batch_size)

@@ -23,6 +23,8 @@ def test_passes_per_point_per_step_of_the_vae_family(split, method, decoder_per_
     assert result.decoder_per_point_step == pytest.approx(decoder_per_step, rel=0.05)
     assert result.encoder_per_point_step == pytest.approx(encoder_per_step, rel=0.05)
     assert result.total_passes >= 4000 and result.total_passes < 4000 + 100 * decoder_per_step + 1
+    assert 0 < result.passes_to_best <= result.total_passes  # evaluation passes are not counted
+    assert [c[0] for c in result.curve][-1] == result.total_passes
     assert len(result.curve) == 2
     assert result.test_ll < split.true_test + 0.5  # no model beats the truth by much on 500 points
 

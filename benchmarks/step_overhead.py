@@ -1,10 +1,12 @@
 """Overhead of a MAPA training step over the bare decoder work it needs.
 
-A MAPA step (batch B, K + S particles, `decode` on distinct indices) against the bare
+A MAPA step (batch B, K + S particles, the decoder on distinct indices) against the bare
 decoder forward and backward on the same number of distinct codes (plus the Adam update
-of the same parameters), on the comparison's decoder. Medians over repeated steps.
+of the same parameters), on the comparison's decoder (`--hidden` widens it). Two ways to
+write the likelihood: `GatheredNormal` on `decode_unique` (what `empirical_model` does)
+and `Normal(decode(...), sigma).to_event(1)`. Medians over repeated steps.
 
-    python benchmarks/step_overhead.py --batch 256 --neighbors 5 --samples 20
+    python benchmarks/step_overhead.py --batch 256 --neighbors 5 --samples 20 --threads 1 2
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ import statistics
 import time
 
 import pyro
+import pyro.distributions as dist
 import torch
 from pyro.infer import SVI
 from pyro.optim import Adam
 
-from pyro_mapa import MAPA_ELBO, MAPAGuide, MAPAPosterior
+from pyro_mapa import MAPA_ELBO, MAPAGuide, MAPAPosterior, decode
 from pyro_mapa.baselines import empirical_model, make_decoder
 from pyro_mapa.compare import load_split
 
@@ -33,6 +36,22 @@ def timed(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def normal_model(decoder, sigma: float, num_points: int, latent_dim: int):
+    """`empirical_model` with torch's Normal on the gathered means: the slower way to write it."""
+
+    def model(x, idx=None):
+        pyro.module("decoder", decoder)
+        codes = pyro.param("codes", lambda: 0.1 * torch.randn(num_points, latent_dim))
+        with pyro.plate("data", num_points, subsample=idx):
+            i = pyro.sample("i", dist.Categorical(logits=torch.zeros(num_points)))
+            pyro.sample("x", dist.Normal(decode(decoder, codes, i), sigma).to_event(1), obs=x)
+
+    return model
+
+
+LIKELIHOODS = {"GatheredNormal": empirical_model, "Normal(decode)": normal_model}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--dataset", nargs="+", default=["spiral-dots", "digits"])
@@ -40,48 +59,62 @@ def main() -> None:
     parser.add_argument("--neighbors", type=int, default=5)
     parser.add_argument("--samples", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--hidden", type=int, nargs="+", default=[50])
+    parser.add_argument("--threads", type=int, nargs="+", default=[torch.get_num_threads()])
     args = parser.parse_args()
-    print("| data | D | distinct codes per step | MAPA step ms | bare decoder fwd+bwd+Adam ms | ratio |")
-    print("|---|---|---|---|---|---|")
+    print("| data | D | hidden | threads | likelihood | distinct codes per step | MAPA step ms "
+          "| bare decoder fwd+bwd+Adam ms | ratio |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name in args.dataset:
-        pyro.set_rng_seed(0)
-        pyro.clear_param_store()
-        split = load_split(name)
-        num_points, obs_dim = split.train.shape
-        decoder = make_decoder(split.latent_dim, obs_dim)
-        model = empirical_model(decoder, split.sigma, num_points, split.latent_dim)
-        posterior = MAPAPosterior.fit(split.train, scale=split.sigma, num_neighbors=64)
-        guide = MAPAGuide(model, posterior, create_plates=lambda x, idx=None: pyro.plate("data", num_points, subsample=idx))
-        elbo = MAPA_ELBO(args.neighbors, args.samples, max_plate_nesting=1)
-        svi = SVI(model, guide, Adam({"lr": 1e-3}), loss=elbo)
-        batches = [torch.randint(0, num_points, (args.batch,)) for _ in range(args.repeats + 1)]
-        it = iter(batches * 2)
+        for hidden in args.hidden:
+            for threads in args.threads:
+                for likelihood in LIKELIHOODS:
+                    torch.set_num_threads(threads)
+                    row = measure(name, hidden, likelihood, args)
+                    print(f"| {name} | {row['D']} | {hidden} | {threads} | {likelihood} | {row['codes']} "
+                          f"| {row['mapa']:.2f} | {row['bare']:.2f} | {row['mapa'] / row['bare']:.1f} |", flush=True)
 
-        def mapa_step():
-            idx = next(it)
-            svi.step(split.train[idx], idx)
 
-        mapa = timed(mapa_step, args.repeats)
-        # the distinct indices a step decodes, measured on the same batches
-        distinct = []
-        for idx in batches[: 20]:
-            with torch.no_grad():
-                values, _ = posterior.index_distribution(idx).particles(args.neighbors, args.samples)
-            distinct.append(len(values.unique()))
-        num_codes = int(statistics.median(distinct))
-        codes = pyro.param("codes").detach().clone().requires_grad_()
-        params = [codes, *decoder.parameters()]
-        optimizer = torch.optim.Adam(params, lr=1e-3)
-        x = split.train[:num_codes]
+def measure(name: str, hidden: int, likelihood: str, args) -> dict:
+    """One row: the MAPA step and the bare decoder step, in ms."""
+    pyro.set_rng_seed(0)
+    pyro.clear_param_store()
+    split = load_split(name)
+    num_points, obs_dim = split.train.shape
+    decoder = make_decoder(split.latent_dim, obs_dim, hidden)
+    model = LIKELIHOODS[likelihood](decoder, split.sigma, num_points, split.latent_dim)
+    posterior = MAPAPosterior.fit(split.train, scale=split.sigma, num_neighbors=64)
+    guide = MAPAGuide(model, posterior, create_plates=lambda x, idx=None: pyro.plate("data", num_points, subsample=idx))
+    elbo = MAPA_ELBO(args.neighbors, args.samples, max_plate_nesting=1)
+    svi = SVI(model, guide, Adam({"lr": 1e-3}), loss=elbo)
+    batches = [torch.randint(0, num_points, (args.batch,)) for _ in range(args.repeats + 1)]
+    it = iter(batches * 2)
 
-        def bare_step():
-            optimizer.zero_grad()
-            loss = ((decoder(codes[:num_codes]) - x) ** 2).sum()
-            loss.backward()
-            optimizer.step()
+    def mapa_step():
+        idx = next(it)
+        svi.step(split.train[idx], idx)
 
-        bare = timed(bare_step, args.repeats)
-        print(f"| {name} | {obs_dim} | {num_codes} | {1e3 * mapa:.2f} | {1e3 * bare:.2f} | {mapa / bare:.1f} |", flush=True)
+    mapa = timed(mapa_step, args.repeats)
+    # the distinct indices a step decodes, measured on the same batches
+    distinct = []
+    for idx in batches[: 20]:
+        with torch.no_grad():
+            values, _ = posterior.index_distribution(idx).particles(args.neighbors, args.samples)
+        distinct.append(len(values.unique()))
+    num_codes = int(statistics.median(distinct))
+    codes = pyro.param("codes").detach().clone().requires_grad_()
+    params = [codes, *decoder.parameters()]
+    optimizer = torch.optim.Adam(params, lr=1e-3)
+    x = split.train[:num_codes]
+
+    def bare_step():
+        optimizer.zero_grad()
+        loss = ((decoder(codes[:num_codes]) - x) ** 2).sum()
+        loss.backward()
+        optimizer.step()
+
+    bare = timed(bare_step, args.repeats)
+    return {"D": obs_dim, "codes": num_codes, "mapa": 1e3 * mapa, "bare": 1e3 * bare}
 
 
 if __name__ == "__main__":

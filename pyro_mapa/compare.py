@@ -180,7 +180,7 @@ def train_and_score(
 
     if kind in ("mapa", "exact"):
         model = empirical_model(decoder, sigma, num_points, d)
-        num_cached = num_points if kind == "exact" else max(64, numbers[0])
+        num_cached = min(num_points, 64) if kind == "exact" else max(64, numbers[0])  # K = N needs no cache
         posterior = MAPAPosterior.fit(train, scale=sigma, num_neighbors=num_cached)
         guide = MAPAGuide(model, posterior, create_plates=create_plates)
         loss = MAPA_ELBO(*((num_points, 0) if kind == "exact" else numbers), max_plate_nesting=1)

@@ -7,14 +7,22 @@ costs several ``P x B x D`` temporaries (``torch.distributions.Normal`` broadcas
 ``sigma`` and its logarithm to the full shape) and a slow accumulating backward of
 the advanced-index gather; together they were most of a MAPA step
 (benchmarks/RESULTS.md, step overhead). :class:`GatheredNormal` is the same
-distribution, computed as
+distribution, computed with ``y = (x - c) / sigma`` and ``m_u = (mu_u - c) / sigma``
+(the ``U`` means and ``B`` observations are shifted by the observations' mean ``c``,
+which is exact and keeps what follows free of cancellation far from the origin, and
+scaled before anything is gathered) as
 
 .. math::
-    \log p(x_b \mid u) = -\tfrac12 \big\lVert \mu_u / \sigma - x_b / \sigma \big\rVert^2
+    \log p(x_b \mid u) = -\tfrac12 \lVert m_u - y_b \rVert^2
         - \textstyle\sum_d \log\sigma_d - \tfrac D2 \log 2\pi,
 
-scaling the ``U`` means and ``B`` observations before the gather, and gathering
-with ``index_select`` (whose backward is an ``index_add``).
+in one of two ways, whichever touches fewer numbers:
+
+* gather: ``m[index] - y`` with ``index_select`` (whose backward is an ``index_add``),
+  ``P x B x D`` numbers: best when the rows are many (large ``N``, few repeats);
+* expand: ``||m_u - y_b||^2 = |y_b|^2 - 2 y_b . m_u + |m_u|^2`` for all ``B x U`` pairs by
+  one matrix product, then the ``P x B`` entries needed: best when every row is needed
+  (exact enumeration, ``U = N``) or rows repeat a lot.
 """
 
 from __future__ import annotations
@@ -25,6 +33,10 @@ import torch
 from pyro.distributions import TorchDistribution, constraints
 
 __all__ = ["GatheredNormal"]
+
+#: A matrix-product entry costs about this many times less than a gathered one
+#: (measured on CPU with torch 2.13; benchmarks/step_overhead.py).
+MATMUL_ADVANTAGE = 32
 
 
 class GatheredNormal(TorchDistribution):
@@ -86,6 +98,14 @@ class GatheredNormal(TorchDistribution):
         if self._validate_args:
             self._validate_sample(value)
         dim = self.loc.shape[-1]
-        squared = (self._gather(self.loc / self.scale) - value / self.scale).pow(2).sum(-1)
+        shift = value.detach().reshape(-1, dim).mean(0)  # exact, and no cancellation far from the origin
+        means, obs = (self.loc - shift) / self.scale, (value - shift) / self.scale
+        rows = obs.reshape(-1, dim)
+        if len(rows) * len(means) <= MATMUL_ADVANTAGE * self.index.numel():
+            pairs = rows.pow(2).sum(-1, keepdim=True) - 2 * rows @ means.T + means.pow(2).sum(-1)
+            row = torch.arange(len(rows), device=value.device).reshape(value.shape[:-1])
+            squared = pairs[torch.broadcast_tensors(row, self.index)].clamp_min(0)
+        else:
+            squared = (self._gather(means) - obs).pow(2).sum(-1)
         log_norm = self.scale.log().expand(dim).sum() + 0.5 * dim * math.log(2 * math.pi)
         return -0.5 * squared - log_norm

@@ -113,20 +113,25 @@ class MAPAIndex(TorchDistribution):
 
         with ``lambda_n = max(T_n / (Q_n + T_n), defensive)`` (1 if ``C`` is empty,
         0 if ``U`` is), so every index of ``B_n = C ∪ U`` has positive probability.
-        When ``B_n`` is empty (``K = N``) the sampled particles get a huge finite
-        ``log w`` and contribute exactly nothing.
+        When ``B_n`` is empty (``K = N``) the ``K`` particles are all ``N`` indices
+        (whatever the cache holds: exact enumeration needs no cache) and the sampled
+        ones get a huge finite ``log w``, so they contribute exactly nothing.
 
         :returns: ``values`` and ``log_weights``, both of shape
             ``(K + S,) + batch_shape``.
         """
-        if num_neighbors > self.num_cached:
-            raise ValueError(
-                f"num_neighbors={num_neighbors} is larger than the {self.num_cached} neighbours the MAPA cache "
-                "holds per point; refit MAPAPosterior with num_neighbors >= K"
-            )
         index, log_prob, log_tail = self._rows()
         batch = index.shape[0]
-        values = [index[:, :num_neighbors].T]
+        if num_neighbors == self.num_points:  # K = N, exact enumeration: every index, whatever the cache holds
+            top = torch.arange(self.num_points, device=index.device).unsqueeze(1).expand(-1, batch)
+        elif num_neighbors > self.num_cached:
+            raise ValueError(
+                f"num_neighbors={num_neighbors} is larger than the {self.num_cached} neighbours the MAPA cache "
+                f"holds per point; refit MAPAPosterior with num_neighbors >= K (or use K = N = {self.num_points})"
+            )
+        else:
+            top = index[:, :num_neighbors].T
+        values = [top]
         log_weights = [index.new_zeros(num_neighbors, batch, dtype=log_prob.dtype)]
         if num_samples:
             values_s, log_r = self._propose(index, log_prob, log_tail, num_neighbors, num_samples)
@@ -140,7 +145,7 @@ class MAPAIndex(TorchDistribution):
         batch = index.shape[0]
         rest_index, rest_log_prob = index[:, num_neighbors:], log_prob[:, num_neighbors:]
         num_uncached = self.num_points - self.num_cached
-        if rest_index.shape[1] == 0 and num_uncached == 0:
+        if num_neighbors == self.num_points:
             # B_n is empty: a log-weight of sqrt(float max) makes exp(log p - log w) exactly 0,
             # and stays finite when Pyro sums it over sites (it flags infinite log-densities)
             huge = torch.finfo(log_prob.dtype).max ** 0.5

@@ -75,7 +75,7 @@ class MAPA_ELBO(ImportanceWeightedELBO):
     must be reparameterized and are drawn i.i.d. per particle.
 
     :param num_neighbors: ``K``, the top neighbours summed exactly (at most the
-        ``K_c`` the cache holds; ``K = N`` gives the exact log marginal).
+        ``K_c`` the cache holds, or ``K = N``: the exact log marginal, any cache).
     :param num_samples: ``S``, the draws from ``r_n`` on the other indices (0:
         neighbours only, a lower bound that is exact when ``K = N``).
     :param max_plate_nesting: the model's plate nesting; guessed if infinite.

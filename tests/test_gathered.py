@@ -9,21 +9,24 @@ import torch
 from pyro.infer import Predictive
 
 from models import Empirical
-from pyro_mapa import MAPA_ELBO, GatheredNormal, MAPAGuide, MAPAPosterior, decode_unique
+from pyro_mapa import MAPA_ELBO, GatheredNormal, MAPAGuide, MAPAPosterior, decode_unique, gathered
 
 
 def reference(loc, scale, index):
     return dist.Normal(loc[index], scale).to_event(1)
 
 
+@pytest.mark.parametrize("path", ["expand", "gather"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("scale", [0.3, "vector"])
-def test_log_prob_and_gradients_match_normal(dtype, scale):
+def test_log_prob_and_gradients_match_normal(monkeypatch, path, dtype, scale):
+    """Both ways of computing it, far from the origin (where the expansion could cancel)."""
+    monkeypatch.setattr(gathered, "MATMUL_ADVANTAGE", 10**9 if path == "expand" else 0)
     g = torch.Generator().manual_seed(1)
-    loc = (5.0 + torch.randn(7, 4, generator=g, dtype=dtype)).requires_grad_()
+    loc = (100.0 + torch.randn(7, 4, generator=g, dtype=dtype)).requires_grad_()
     scale = torch.rand(4, generator=g, dtype=dtype) + 0.2 if scale == "vector" else scale
     index = torch.randint(0, 7, (3, 5), generator=g)  # (particles, batch)
-    x = 5.0 + torch.randn(5, 4, generator=g, dtype=dtype)
+    x = 100.0 + torch.randn(5, 4, generator=g, dtype=dtype)
     ours = GatheredNormal(loc, scale, index).log_prob(x)
     theirs = reference(loc, scale, index).log_prob(x)
     tol = 1e-5 if dtype == torch.float32 else 1e-12

@@ -26,11 +26,13 @@ def enumerated_loss(problem, *args):
     return elbo.differentiable_loss(config_enumerate(problem.model), lambda *a, **k: None, *args)
 
 
+@pytest.mark.parametrize("num_cached", [None, 4], ids=["full-cache", "sparse-cache"])
 @pytest.mark.parametrize("num_samples", [0, 4])
 @pytest.mark.parametrize("batch", [None, 7])
-def test_full_neighbourhood_is_exact(float64, num_samples, batch):
-    """K = N: equals TraceEnum_ELBO and a direct logsumexp, full batch and subsampled."""
-    problem, _, guide = setup()
+def test_full_neighbourhood_is_exact(float64, num_samples, batch, num_cached):
+    """K = N: equals TraceEnum_ELBO and a direct logsumexp, full batch and subsampled,
+    whatever the cache holds."""
+    problem, _, guide = setup(num_cached=num_cached)
     idx = None if batch is None else torch.randperm(problem.N)[:batch]
     x = problem.data if idx is None else problem.data[idx]
     elbo = MAPA_ELBO(num_neighbors=problem.N, num_samples=num_samples)

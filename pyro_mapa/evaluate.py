@@ -17,10 +17,10 @@ from __future__ import annotations
 import math
 from typing import Callable, NamedTuple
 
-import pyro.distributions as dist
 import torch
 
 from ._checks import check_count
+from .gathered import GatheredNormal
 from .importance import ImportanceWeightedELBO
 
 __all__ = ["LogLikelihood", "empirical_log_likelihood", "importance_log_likelihood"]
@@ -79,6 +79,6 @@ def empirical_log_likelihood(
     point of ``x``, for the Gaussian empiricalized model. The decoder runs once on the
     ``N`` codes; the ``len(x) x N`` log-likelihoods are formed in chunks of ``x``."""
     with torch.no_grad():
-        likelihood = dist.Normal(decoder(codes), sigma).to_event(1)
+        likelihood = GatheredNormal(decoder(codes), sigma, torch.arange(codes.shape[0], device=codes.device))
         chunks = [likelihood.log_prob(c.unsqueeze(-2)).logsumexp(-1) for c in x.split(chunk_size)]
         return torch.cat(chunks) - math.log(codes.shape[0])

@@ -101,7 +101,8 @@ class GatheredNormal(TorchDistribution):
         shift = value.detach().reshape(-1, dim).mean(0)  # exact, and no cancellation far from the origin
         means, obs = (self.loc - shift) / self.scale, (value - shift) / self.scale
         rows = obs.reshape(-1, dim)
-        if len(rows) * len(means) <= MATMUL_ADVANTAGE * self.index.numel():
+        pairs_needed = math.prod(torch.broadcast_shapes(value.shape[:-1], self.index.shape))
+        if len(rows) * len(means) <= MATMUL_ADVANTAGE * pairs_needed:
             pairs = rows.pow(2).sum(-1, keepdim=True) - 2 * rows @ means.T + means.pow(2).sum(-1)
             row = torch.arange(len(rows), device=value.device).reshape(value.shape[:-1])
             squared = pairs[torch.broadcast_tensors(row, self.index)].clamp_min(0)

@@ -217,7 +217,7 @@ def train_and_score(
         x = split.val if which == "val" else split.test
         ll = importance_log_likelihood(
             model, _mixture_proposal(tables[which], codes), x,
-            num_particles=num_particles, chunk_size=min(num_particles, 200),
+            num_particles=num_particles, chunk_size=min(num_particles, 200), max_plate_nesting=1,
         )
         return ll.value.mean().item(), (ll.stderr.square().mean() / len(x)).sqrt().item()
 

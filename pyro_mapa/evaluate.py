@@ -41,7 +41,13 @@ class _ImportanceSampler(ImportanceWeightedELBO):
 
 
 def importance_log_likelihood(
-    model: Callable, proposal: Callable, *args, num_particles: int = 1000, chunk_size: int = 100, **kwargs
+    model: Callable,
+    proposal: Callable,
+    *args,
+    num_particles: int = 1000,
+    chunk_size: int = 100,
+    max_plate_nesting: float = float("inf"),
+    **kwargs,
 ) -> LogLikelihood:
     """Importance-sampling estimate of ``log p(x_n)`` for each datapoint of the model's plate.
 
@@ -49,10 +55,11 @@ def importance_log_likelihood(
     :param proposal: a guide with the same signature (the prior, an encoder, a mixture...).
     :param num_particles: ``P``, draws per datapoint in all.
     :param chunk_size: draws per pass (memory is ``O(chunk_size x batch)``).
+    :param max_plate_nesting: the model's plate nesting; guessed (and logged by Pyro) if infinite.
     """
     check_count(num_particles, "num_particles")
     check_count(chunk_size, "chunk_size")
-    sampler = _ImportanceSampler(chunk_size, 0.0)
+    sampler = _ImportanceSampler(chunk_size, 0.0, max_plate_nesting)
     log_sum = log_sum_sq = None
     done = 0
     with torch.no_grad():

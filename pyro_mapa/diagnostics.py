@@ -7,6 +7,12 @@
   ``k-hat > 0.7`` marks points whose weights are too heavy-tailed to trust.
 * :func:`posterior_distance`: total variation and ``KL(p || q)`` between MAPA's index
   posterior ``q`` and a reference ``p`` (e.g. the true one on synthetic data).
+* :func:`gaussian_index_log_posterior`: the empiricalized model's exact index posterior
+  ``p(i = m | x) ∝ N(x; f(z_m), sigma^2 I)`` given the decoder's means ``f(z_m)`` (on
+  synthetic data, the true decoder at the true codes: the reference for ``q``).
+* :func:`latent_to_index_log_posterior`: a latent posterior ``q(z | x)`` (e.g. an
+  encoder's) pushed to indices, ``q(i = m | x) ∝ q(z_m | x) / p(z_m)``, so that it can be
+  compared with MAPA's ``q`` by :func:`posterior_distance`.
 * :func:`to_inference_data`: posterior draws of per-datapoint codes as an
   ``arviz.InferenceData``, so that ``az.summary`` and ``az.plot_posterior`` work.
 """
@@ -27,7 +33,9 @@ __all__ = [
     "ImportanceDiagnostics",
     "PosteriorDistance",
     "dense_log_q",
+    "gaussian_index_log_posterior",
     "importance_diagnostics",
+    "latent_to_index_log_posterior",
     "posterior_distance",
     "to_inference_data",
 ]
@@ -126,6 +134,63 @@ def posterior_distance(q: NeighborTable | torch.Tensor, log_p: torch.Tensor) -> 
     total_variation = 0.5 * (p - q_probs).abs().sum(1)
     kl = torch.where(p > 0, p * (log_p - log_q), torch.zeros_like(p)).sum(1)
     return PosteriorDistance(total_variation, kl)
+
+
+def gaussian_index_log_posterior(x: torch.Tensor, means: torch.Tensor, sigma: float) -> torch.Tensor:
+    """The index posterior of the empiricalized model with a Gaussian likelihood,
+    ``log p(i = m | x_j) = log N(x_j; f(z_m), sigma^2 I) - logsumexp_m' log N(x_j; f(z_m'), sigma^2 I)``
+    (SPEC section 1; the uniform ``1 / N`` prior cancels).
+
+    :param x: ``(M, D)`` observations.
+    :param means: ``(N, D)`` decoder outputs ``f(z_m)``; on synthetic data
+        ``data.decoder(data.train_codes)`` gives the true index posterior.
+    :param sigma: the fixed observation noise.
+    :return: ``(M, N)`` normalised log-probabilities.
+
+    >>> gaussian_index_log_posterior(torch.zeros(1, 1), torch.tensor([[0.0], [1.0]]), 1.0).exp()
+    tensor([[0.6225, 0.3775]])
+    """
+    if x.dim() != 2 or means.dim() != 2 or x.shape[1] != means.shape[1]:
+        raise ValueError(f"x (M x D) and means (N x D) must share D, got shapes {tuple(x.shape)} and {tuple(means.shape)}")
+    if not sigma > 0:
+        raise ValueError(f"sigma must be positive, got {sigma}")
+    means = means.to(x)
+    # ||x - mu||^2 without cancellation: cdist's direct path
+    sq = torch.cdist(x, means, compute_mode="donot_use_mm_for_euclid_dist") ** 2
+    return torch.log_softmax(-0.5 * sq / sigma**2, dim=-1)
+
+
+def latent_to_index_log_posterior(
+    q_z: torch.distributions.Distribution,
+    codes: torch.Tensor,
+    prior: torch.distributions.Distribution | None = None,
+) -> torch.Tensor:
+    """A latent posterior ``q(z | x_j)`` pushed to the indices of codes ``z_m`` drawn from
+    the prior ``p(z)``: ``log q(i = m | x_j) = log q(z_m | x_j) - log p(z_m)``, normalised over ``m``.
+
+    Why the ratio: the empiricalized model's index posterior is
+    ``p(i = m | x) ∝ p(x | z_m) ∝ p(z_m | x) / p(z_m)``, the self-normalised importance
+    weights of the codes (draws from ``p(z)``) for the target ``p(z | x)``. Putting any
+    ``q(z | x)`` in place of ``p(z | x)`` gives its index posterior: it is exact when ``q`` is
+    the true latent posterior, and ``sum_m q(i = m | x) δ(z_m)`` tends to ``q(z | x)`` as
+    ``N`` grows. (The density at the codes alone, ``∝ q(z_m | x)``, would tend to
+    ``q(z | x) p(z)``, pulled towards the prior's mode.)
+
+    :param q_z: batch shape ``(M,)``, event shape ``(d,)`` (e.g. an encoder's
+        ``Normal(loc, scale).to_event(1)`` at ``M`` observations).
+    :param codes: ``(N, d)`` codes ``z_m``.
+    :param prior: ``p(z)``, event shape ``(d,)``; default ``N(0, I)``.
+    :return: ``(M, N)`` normalised log-probabilities.
+    """
+    if codes.dim() != 2:
+        raise ValueError(f"codes must be (N, d), got shape {tuple(codes.shape)}")
+    if prior is None:
+        zero = torch.zeros(codes.shape[1], dtype=codes.dtype, device=codes.device)
+        prior = torch.distributions.Independent(torch.distributions.Normal(zero, 1.0), 1)
+    log_q = q_z.log_prob(codes.unsqueeze(1))  # (N, M)
+    if log_q.dim() != 2:
+        raise ValueError(f"q_z must have batch shape (M,) and event shape (d,), got log_prob shape {tuple(log_q.shape)}")
+    return torch.log_softmax(log_q.T - prior.log_prob(codes), dim=-1)
 
 
 def to_inference_data(draws: dict[str, torch.Tensor], num_chains: int = 1, datapoint_dim: str = "datapoint"):

@@ -11,7 +11,14 @@ import torch
 
 from pyro_mapa import IWAE_ELBO, MAPA_ELBO, MAPAGuide, MAPAPosterior
 from pyro_mapa.datasets import load_synthetic
-from pyro_mapa.diagnostics import _arviz, importance_diagnostics, posterior_distance, to_inference_data
+from pyro_mapa.diagnostics import (
+    _arviz,
+    gaussian_index_log_posterior,
+    importance_diagnostics,
+    latent_to_index_log_posterior,
+    posterior_distance,
+    to_inference_data,
+)
 
 
 def linear_gaussian(x, idx=None):
@@ -103,3 +110,29 @@ def test_inference_data_of_mapa_code_draws_works_with_arviz(float64):
 def test_to_inference_data_rejects_uneven_chains():
     with pytest.raises(ValueError, match="do not split into 3 chains"):
         to_inference_data({"z": torch.zeros(10, 4, 1)}, num_chains=3)
+
+
+def test_gaussian_index_posterior_matches_a_loop_of_normal_densities(float64):
+    x, means, sigma = torch.randn(5, 3), torch.randn(7, 3), 0.7
+    log_lik = torch.tensor([[dist.Normal(m, sigma).log_prob(xj).sum().item() for m in means] for xj in x])
+    expected = log_lik - log_lik.logsumexp(1, keepdim=True)  # the uniform 1/N prior cancels
+    assert torch.allclose(gaussian_index_log_posterior(x, means, sigma), expected)
+    with pytest.raises(ValueError, match="must share D"):
+        gaussian_index_log_posterior(x, means[:, :2], sigma)
+
+
+def test_the_exact_latent_posterior_pushed_to_indices_is_the_exact_index_posterior(float64):
+    """Linear-Gaussian model z ~ N(0, 1), x | z ~ N(z, s^2): p(z | x) = N(x / (1 + s^2), s^2 / (1 + s^2))
+    in closed form, and p(z_m | x) / p(z_m) ∝ N(x; z_m, s^2) exactly."""
+    s, codes, x = 0.3, torch.randn(50, 1), torch.randn(4, 1)
+    exact = dist.Normal(x / (1 + s**2), s / math.sqrt(1 + s**2)).to_event(1)
+    pushed = latent_to_index_log_posterior(exact, codes)
+    assert torch.allclose(pushed, gaussian_index_log_posterior(x, codes, s))
+    assert torch.allclose(pushed.logsumexp(1), torch.zeros(4))
+    # another prior: p(z) = N(1, 2^2) gives p(z | x) = N((4 x + s^2) / (4 + s^2), 4 s^2 / (4 + s^2))
+    prior = dist.Normal(torch.ones(1), 2.0).to_event(1)
+    exact = dist.Normal((4 * x + s**2) / (4 + s**2), 2 * s / math.sqrt(4 + s**2)).to_event(1)
+    assert torch.allclose(latent_to_index_log_posterior(exact, codes, prior), gaussian_index_log_posterior(x, codes, s))
+    # a wrong latent posterior is measurably far from it
+    wrong = dist.Normal(-x, 0.1).to_event(1)
+    assert posterior_distance(latent_to_index_log_posterior(wrong, codes), pushed).mean_total_variation > 0.5

@@ -36,6 +36,7 @@ def train_curve(
     lr: float = 1e-2,
     checkpoints: int = 20,
     code_penalty: float = 0.0,
+    code_init: str = "random",
     score_sets: tuple[str, ...] = ("test",),
 ) -> list[dict]:
     """One record per checkpoint: steps, decoder passes, training seconds and the exact
@@ -44,6 +45,8 @@ def train_curve(
     :param unit: what ``budget`` counts, "passes" (decoder passes) or "steps".
     :param code_penalty: ``lambda``: adds ``log N(Z; 0, I / lambda)`` (up to a constant)
         to the objective, once per step (MAP codes instead of maximum likelihood).
+    :param code_init: "random" (the model's own ``0.1 N(0, I)``) or "pca" (the training
+        points' top principal components, scaled to unit variance).
     """
     kind, numbers = parse_method(method)
     if kind not in ("mapa", "exact"):
@@ -51,6 +54,13 @@ def train_curve(
     pyro.set_rng_seed(seed)
     pyro.clear_param_store()
     train, sigma, (num_points, obs_dim), d = split.train, split.sigma, split.train.shape, split.latent_dim
+    if code_init == "pca":  # the param store keeps this value; the model's own initialiser is not called
+        centred = train - train.mean(0)
+        components = torch.linalg.svd(centred, full_matrices=False).Vh[:d]
+        scores = centred @ components.T
+        pyro.param("codes", scores / scores.std(0))
+    elif code_init != "random":
+        raise ValueError(f"code_init must be 'random' or 'pca', got {code_init!r}")
     decoder = make_decoder(d, obs_dim)
     counter = PassCounter(decoder)
     likelihood_model = empirical_model(decoder, sigma, num_points, d)

@@ -122,7 +122,7 @@ def importance_weights(
     log_weights, scale, global_log_prob = 0.0, None, 0.0
     for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
         for name, site in trace.nodes.items():
-            if site["type"] != "sample" or site["infer"].get("is_auxiliary"):
+            if site["type"] != "sample":  # auxiliary sites count too: pyro.factor marks its sites auxiliary
                 continue
             frames = _vectorized_frames(site)
             log_prob = _masked_log_prob(site)

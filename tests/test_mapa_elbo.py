@@ -173,3 +173,32 @@ def test_create_plates_without_a_dim_in_a_model_plate_at_dim_minus_two(float64):
     guide = MAPAGuide(model, posterior, create_plates=lambda x, idx=None: pyro.plate("data", 12, subsample=idx))
     with pytest.raises(ValueError, match="plate 'data' at dim -1, but the model's is at dim -2: pass dim=-2"):
         MAPA_ELBO(num_neighbors=2, num_samples=1).loss(model, guide, problem.data[:3], torch.arange(3))
+
+
+@pytest.mark.parametrize("where", ["global", "per-datapoint"])
+def test_factor_statements_count(float64, where):
+    """pyro.factor sites (Pyro marks them auxiliary) are part of the model's density:
+    a penalty on the codes once, or a weight per datapoint inside the plate."""
+    problem, _, guide = setup()
+    weight = torch.linspace(-1.0, 1.0, problem.N)
+
+    def model(x, idx=None):  # problem.model with a factor statement
+        decoder = pyro.module("decoder", problem.net)
+        codes = pyro.param("codes", lambda: problem.init_codes.clone())
+        with pyro.plate("data", problem.N, subsample=idx) as rows:
+            i = pyro.sample("i", dist.Categorical(logits=torch.zeros(problem.N)))
+            pyro.sample("x", dist.Normal(decoder(codes[i]), problem.sigma).to_event(1), obs=x)
+            if where == "per-datapoint":
+                pyro.factor("weight", weight[rows])
+        if where == "global":
+            pyro.factor("penalty", -0.5 * 3.0 * codes.pow(2).sum())
+
+    idx = torch.tensor([2, 9, 17, 25])
+    loss = MAPA_ELBO(num_neighbors=problem.N, num_samples=0).differentiable_loss(model, guide, problem.data[idx], idx)
+    scale = problem.N / len(idx)
+    expected = -scale * problem.exact_log_marginal(problem.data[idx]).sum()
+    if where == "global":
+        expected = expected + 0.5 * 3.0 * pyro.param("codes").pow(2).sum()
+    else:
+        expected = expected - scale * weight[idx].sum()
+    assert torch.allclose(loss, expected, atol=1e-8, rtol=0)

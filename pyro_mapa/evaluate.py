@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from typing import Callable, NamedTuple
 
+import pyro.distributions as dist
 import torch
 
 from ._checks import check_count
@@ -34,10 +35,17 @@ class LogLikelihood(NamedTuple):
 
 
 class _ImportanceSampler(ImportanceWeightedELBO):
-    """Log-weights under any proposal: nothing is differentiated, so any site will do."""
+    """Log-weights under any proposal with a density: nothing is differentiated."""
 
     def _check_guide_site(self, site: dict) -> None:
-        return None
+        fn = site["fn"]
+        while isinstance(fn, (dist.Independent, dist.MaskedDistribution, dist.ExpandedDistribution)):
+            fn = fn.base_dist
+        if isinstance(fn, dist.Delta):
+            raise ValueError(
+                f"proposal site '{site['name']}' is a point mass (Delta, e.g. AutoDelta): it has no density, "
+                "so importance sampling would return log p(x, z*) rather than log p(x); use a proposal with spread"
+            )
 
 
 def importance_log_likelihood(

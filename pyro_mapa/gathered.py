@@ -8,9 +8,8 @@ costs several ``P x B x D`` temporaries (``torch.distributions.Normal`` broadcas
 the advanced-index gather; together they were most of a MAPA step
 (benchmarks/RESULTS.md, step overhead). :class:`GatheredNormal` is the same
 distribution, computed with ``y = (x - c) / sigma`` and ``m_u = (mu_u - c) / sigma``
-(the ``U`` means and ``B`` observations are shifted by the observations' mean ``c``,
-which is exact and keeps what follows free of cancellation far from the origin, and
-scaled before anything is gathered) as
+(the ``U`` means and ``B`` observations are shifted by the means' average ``c``, which
+is exact and removes a common offset, and scaled before anything is gathered) as
 
 .. math::
     \log p(x_b \mid u) = -\tfrac12 \lVert m_u - y_b \rVert^2
@@ -22,7 +21,9 @@ in one of two ways, whichever touches fewer numbers:
   ``P x B x D`` numbers: best when the rows are many (large ``N``, few repeats);
 * expand: ``||m_u - y_b||^2 = |y_b|^2 - 2 y_b . m_u + |m_u|^2`` for all ``B x U`` pairs by
   one matrix product, then the ``P x B`` entries needed: best when every row is needed
-  (exact enumeration, ``U = N``) or rows repeat a lot.
+  (exact enumeration, ``U = N``) or rows repeat a lot. The expansion is computed in
+  float64 (a matrix product of ``B x D`` and ``D x U``: cheap), since in float32 it loses
+  about ``eps (spread / sigma)^2 D`` where the direct difference loses nothing.
 """
 
 from __future__ import annotations
@@ -35,8 +36,19 @@ from pyro.distributions import TorchDistribution, constraints
 __all__ = ["GatheredNormal"]
 
 #: A matrix-product entry costs about this many times less than a gathered one
-#: (measured on CPU with torch 2.13; benchmarks/step_overhead.py).
+#: (measured on a 2-core CPU with torch 2.13, not on a GPU; benchmarks/step_overhead.py).
 MATMUL_ADVANTAGE = 32
+
+
+def _squared_distances(rows: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
+    """``||rows_b - means_u||^2`` for all pairs by ``|y|^2 - 2 y.m + |m|^2``, in float64 with
+    autocast off: the expansion loses ``eps (spread / sigma)^2 D`` in float32 (and far more
+    in a low-precision matrix product), which the direct difference does not."""
+    with torch.autocast(rows.device.type, enabled=False):
+        y, m = rows.double(), means.double()
+        pairs = y.pow(2).sum(-1, keepdim=True) - 2 * y @ m.T + m.pow(2).sum(-1)
+        pairs = torch.where(y.isfinite().all(-1, keepdim=True), pairs.clamp_min(0), math.inf)
+    return pairs.to(rows.dtype)
 
 
 class GatheredNormal(TorchDistribution):
@@ -67,10 +79,14 @@ class GatheredNormal(TorchDistribution):
                 f"scale must be a number or a ({loc.shape[-1]},) vector shared by all rows, got shape "
                 f"{tuple(scale.shape)}; for per-row scales use Normal(loc[index], scale[index]).to_event(1)"
             )
-        if index.dtype == torch.bool or index.is_floating_point() or index.is_complex():
-            raise ValueError(f"index must be an integer tensor of rows of loc, got dtype {index.dtype}")
+        if index.dtype not in (torch.int32, torch.int64):
+            raise ValueError(f"index must be an int64 (or int32) tensor of rows of loc, got dtype {index.dtype}")
         self.loc, self.scale, self.index = loc, scale, index
         super().__init__(index.shape, loc.shape[-1:], validate_args=validate_args)
+        if self._validate_args and index.numel() and (index.min() < 0 or index.max() >= len(loc)):
+            raise ValueError(
+                f"index must hold rows of loc in [0, {len(loc)}), got values in [{int(index.min())}, {int(index.max())}]"
+            )
 
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(GatheredNormal, _instance)
@@ -98,14 +114,15 @@ class GatheredNormal(TorchDistribution):
         if self._validate_args:
             self._validate_sample(value)
         dim = self.loc.shape[-1]
-        shift = value.detach().reshape(-1, dim).mean(0)  # exact, and no cancellation far from the origin
+        shift = self.loc.detach().mean(0)  # exact; cancels a common offset (per row: a bad value stays in its row)
         means, obs = (self.loc - shift) / self.scale, (value - shift) / self.scale
         rows = obs.reshape(-1, dim)
         pairs_needed = math.prod(torch.broadcast_shapes(value.shape[:-1], self.index.shape))
         if len(rows) * len(means) <= MATMUL_ADVANTAGE * pairs_needed:
-            pairs = rows.pow(2).sum(-1, keepdim=True) - 2 * rows @ means.T + means.pow(2).sum(-1)
+            pairs = _squared_distances(rows, means)
             row = torch.arange(len(rows), device=value.device).reshape(value.shape[:-1])
-            squared = pairs[torch.broadcast_tensors(row, self.index)].clamp_min(0)
+            row, index = torch.broadcast_tensors(row, self.index)
+            squared = pairs.reshape(-1).index_select(0, (row * len(means) + index).reshape(-1)).reshape(row.shape)
         else:
             squared = (self._gather(means) - obs).pow(2).sum(-1)
         log_norm = self.scale.log().expand(dim).sum() + 0.5 * dim * math.log(2 * math.pi)

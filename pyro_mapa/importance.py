@@ -147,7 +147,11 @@ def importance_weights(
                 if log_prob.dim() >= -particle_dim and log_prob.shape[particle_dim] > 1:
                     varies = log_prob - log_prob.narrow(particle_dim, 0, 1)
                     if varies.abs().max() > 0:
-                        raise ValueError(f"site '{name}' is outside the data plate but depends on the local latents")
+                        raise ValueError(
+                            f"site '{name}' is outside the data plate but differs between particles: a global "
+                            "latent (or an AutoContinuous guide's joint latent) has no per-datapoint weight; put "
+                            "the latents inside the data plate (e.g. AutoNormal instead of AutoDiagonalNormal)"
+                        )
                     log_prob = log_prob.narrow(particle_dim, 0, 1)
                 global_log_prob = global_log_prob + site["scale"] * sign * log_prob.sum()
     while log_weights.dim() < -particle_dim:

@@ -54,6 +54,17 @@ def test_true_posterior_proposal_is_exact(ppca):
     assert torch.all(estimate.stderr < 1e-6)
 
 
+def test_a_point_mass_proposal_is_refused(ppca):
+    model, _, _, x, _ = ppca
+
+    def delta(x):
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Delta(torch.zeros(len(x), d)).to_event(1))
+
+    with pytest.raises(ValueError, match="point mass"):
+        importance_log_likelihood(model, delta, x, num_particles=4)
+
+
 def test_empirical_log_likelihood_is_the_exact_bound(float64):
     problem = Empirical()
     posterior = MAPAPosterior.fit(problem.data, scale=problem.sigma, num_neighbors=problem.N)

@@ -96,11 +96,43 @@ def test_bad_arguments_are_named():
         GatheredNormal(torch.zeros(3), 1.0, torch.tensor([0]))
     with pytest.raises(ValueError, match="shared by all rows"):
         GatheredNormal(torch.zeros(3, 2), torch.ones(3, 2), torch.tensor([0]))
-    with pytest.raises(ValueError, match="integer tensor"):
+    with pytest.raises(ValueError, match="int64"):
         GatheredNormal(torch.zeros(3, 2), 1.0, torch.tensor([0.0]))
+    with pytest.raises(ValueError, match="int64"):
+        GatheredNormal(torch.zeros(3, 2), 1.0, torch.tensor([0], dtype=torch.uint8))
+    for bad in (-1, 3):
+        with pytest.raises(ValueError, match=r"rows of loc in \[0, 3\)"):
+            GatheredNormal(torch.zeros(3, 2), 1.0, torch.tensor([0, bad]), validate_args=True)
     with pytest.raises(ValueError, match="scale"):
         GatheredNormal(torch.zeros(3, 2), -1.0, torch.tensor([0]), validate_args=True)
     with pytest.raises(ValueError, match="support"):
         GatheredNormal(torch.zeros(3, 2), 1.0, torch.tensor([0]), validate_args=True).log_prob(
             torch.tensor([[float("nan"), 0.0]])
         )
+
+
+@pytest.mark.parametrize("path", ["expand", "gather"])
+def test_spread_data_in_float32_and_low_precision_matmul(monkeypatch, path):
+    """Data spread over many sigmas (digits-like, sigma small): float32 stays as close to a
+    float64 reference as torch's own Normal, also under a bfloat16 autocast."""
+    monkeypatch.setattr(gathered, "MATMUL_ADVANTAGE", 10**9 if path == "expand" else 0)
+    g = torch.Generator().manual_seed(2)
+    loc, x = 16 * torch.rand(50, 64, generator=g), 16 * torch.rand(20, 64, generator=g)
+    index = torch.randint(0, 50, (5, 20), generator=g)
+    exact = reference(loc.double(), 0.05, index).log_prob(x.double())
+    torch_error = (reference(loc, 0.05, index).log_prob(x).double() - exact).abs().max()
+    for autocast in (False, True):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            ours = GatheredNormal(loc, 0.05, index).log_prob(x)
+        assert (ours.double() - exact).abs().max() <= 2 * torch_error, (autocast, torch_error)
+
+
+def test_a_non_finite_observation_spoils_only_its_own_row(monkeypatch):
+    loc, index = torch.tensor([[0.0, 0.0], [1.0, 2.0]]), torch.tensor([1, 0, 1])
+    x = torch.tensor([[1.0, 1.0], [float("inf"), 1.0], [2.0, 2.0]])
+    expected = reference(loc, 0.5, index).log_prob(x)
+    for advantage in (0, 10**9):
+        monkeypatch.setattr(gathered, "MATMUL_ADVANTAGE", advantage)
+        ours = GatheredNormal(loc, 0.5, index).log_prob(x)
+        assert torch.equal(ours.isinf(), torch.tensor([False, True, False]))
+        assert torch.allclose(ours[[0, 2]], expected[[0, 2]])

@@ -262,7 +262,7 @@ def run_comparison(
     progress: bool | None = None,
 ) -> tuple[Split, list[RunResult]]:
     """Every method under every seed on one split (the split's seed is the first seed)."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     for method in methods:
         parse_method(method)
@@ -304,13 +304,11 @@ def summary_table(split: Split, runs: list[RunResult]) -> str:
 def plot_curves(runs: list[RunResult], path, title: str, ceiling: float | None = None) -> None:
     """Test log-likelihood against decoder passes: one curve per method (median over
     seeds), with the band between the seeds' min and max."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: no global backend switch, no open figures
     import numpy as np
 
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig = Figure(figsize=(8, 5))
+    ax = fig.subplots()
     for method in dict.fromkeys(r.method for r in runs):
         curves = [np.array(r.curve) for r in runs if r.method == method]
         length = min(len(c) for c in curves)
@@ -328,4 +326,3 @@ def plot_curves(runs: list[RunResult], path, title: str, ceiling: float | None =
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)

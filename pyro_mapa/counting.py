@@ -23,19 +23,28 @@ class PassCounter:
 
     def __init__(self, module: torch.nn.Module):
         self.count = 0
+        self._paused = False
         self._handle = module.register_forward_hook(self._hook)
 
     def _hook(self, module, inputs, output) -> None:
-        self.count += inputs[0].shape[:-1].numel()
+        if not self._paused:
+            self.count += inputs[0].shape[:-1].numel()
 
     @contextmanager
     def paused(self) -> Iterator[None]:
-        """Passes inside this context are not counted (evaluation, not training)."""
-        count = self.count
+        """Passes inside this context are not counted (evaluation, not training).
+
+        >>> counter = PassCounter(net := torch.nn.Linear(2, 3))
+        >>> with counter.paused():
+        ...     _ = net(torch.zeros(5, 2))
+        ...     counter.count
+        0
+        """
+        was_paused, self._paused = self._paused, True
         try:
             yield
         finally:
-            self.count = count
+            self._paused = was_paused
 
     def remove(self) -> None:
         """Detach the hook."""

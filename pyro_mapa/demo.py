@@ -17,7 +17,7 @@ import pyro
 import torch
 from pyro.infer import SVI
 from pyro.optim import Adam
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .baselines import empirical_model, make_decoder
 from .datasets import load_synthetic
@@ -105,12 +105,10 @@ def run_demo(
 
 
 def _plot(path: Path, data, net, codes, history, result: DemoResult) -> None:
-    import matplotlib
+    from matplotlib.figure import Figure  # not pyplot: no global backend switch, no open figures
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_data, ax_ll) = plt.subplots(1, 2, figsize=(11, 4.5))
+    fig = Figure(figsize=(11, 4.5))
+    ax_data, ax_ll = fig.subplots(1, 2)
     ax_data.scatter(*data.train[:, :2].T, s=4, c="0.7", label="training data")
     with torch.no_grad():
         decoded = net(codes)
@@ -129,4 +127,3 @@ def _plot(path: Path, data, net, codes, history, result: DemoResult) -> None:
     ax_ll.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)

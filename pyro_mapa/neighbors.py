@@ -15,7 +15,7 @@ import math
 from typing import NamedTuple
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .kernels import Kernel
 

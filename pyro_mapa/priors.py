@@ -17,7 +17,7 @@ from __future__ import annotations
 import pyro.distributions as dist
 import pyro.distributions.transforms as T
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from ._checks import as_data_tensor, check_count
 

@@ -2,6 +2,10 @@ import pyro
 import pytest
 import torch
 
+# The tests' tensors are small: one thread is as fast on a quiet machine and keeps a busy
+# 2-core one from thrashing (two OpenMP threads per process made steps 20x slower there).
+torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _seed_and_clear():

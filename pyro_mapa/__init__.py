@@ -10,6 +10,7 @@ from .gathered import GatheredNormal
 from .guide import MAPAGuide
 from .importance import ImportanceWeightedELBO, ImportanceWeights
 from .index_distribution import IndexParticles, MAPAIndex
+from .initialization import pca_codes
 from .iwae_elbo import IWAE_ELBO
 from .mapa_elbo import MAPA_ELBO, IndexParticleMessenger
 from .neighbors import NeighborTable, exact_neighbors
@@ -34,4 +35,5 @@ __all__ = [
     "decode_unique",
     "exact_neighbors",
     "fit_prior",
+    "pca_codes",
 ]

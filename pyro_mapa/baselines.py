@@ -61,12 +61,24 @@ def encoder_guide(encoder: torch.nn.Module, num_points: int) -> Callable:
     return guide
 
 
-def empirical_model(decoder: torch.nn.Module, sigma: float, num_points: int, latent_dim: int) -> Callable:
-    """``i ~ Categorical(N)``, ``x ~ N(f(z_i), sigma^2 I)`` with learnable codes ``z``."""
+def empirical_model(
+    decoder: torch.nn.Module,
+    sigma: float,
+    num_points: int,
+    latent_dim: int,
+    init_codes: torch.Tensor | None = None,
+) -> Callable:
+    """``i ~ Categorical(N)``, ``x ~ N(f(z_i), sigma^2 I)`` with learnable codes ``z``,
+    started at ``init_codes`` (``N x d``, e.g. :func:`~pyro_mapa.pca_codes`) or near 0."""
+    if init_codes is not None and tuple(init_codes.shape) != (num_points, latent_dim):
+        raise ValueError(f"init_codes must have shape ({num_points}, {latent_dim}), got {tuple(init_codes.shape)}")
+
+    def initial_codes() -> torch.Tensor:
+        return init_codes.clone() if init_codes is not None else 0.1 * torch.randn(num_points, latent_dim)
 
     def model(x, idx=None):
         pyro.module("decoder", decoder)
-        codes = pyro.param("codes", lambda: 0.1 * torch.randn(num_points, latent_dim))
+        codes = pyro.param("codes", initial_codes)
         with pyro.plate("data", num_points, subsample=idx):
             i = pyro.sample("i", dist.Categorical(logits=torch.zeros(num_points)))
             loc, rows = decode_unique(decoder, codes, i)

@@ -34,6 +34,12 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--budget", type=int, default=300_000, help="decoder passes per training run")
     compare.add_argument("--methods", nargs="+", default=DEFAULT_METHODS,
                          help="vae, iwae-S, autonormal, autodelta, mapa-K-S, exact")
+    compare.add_argument("--lr", type=float, nargs="+", default=[1e-2],
+                         help="Adam's learning rate; several: each method's is chosen on the first seed's validation LL")
+    compare.add_argument("--code-init", choices=["pca", "random"], default="pca",
+                         help="where per-point codes start (MAPA, exact, AutoDelta, AutoNormal)")
+    compare.add_argument("--eval-particles", type=int, default=100,
+                         help="importance samples per point at each checkpoint (the curves; the final test LL uses 1,000)")
     compare.add_argument("--out", default="mapa-compare", help="folder for results.json and compare.png")
     compare.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
@@ -57,10 +63,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from .compare import plot_curves, run_comparison, summary_table
 
-    split, runs = run_comparison(args.dataset, args.methods, args.seeds, args.budget, progress=progress)
+    split, runs = run_comparison(
+        args.dataset, args.methods, args.seeds, args.budget, learning_rates=tuple(args.lr), code_init=args.code_init,
+        eval_particles=args.eval_particles, progress=progress,
+    )
     table = summary_table(split, runs)
     print(table)
-    record = {"dataset": args.dataset, "budget": args.budget, "true_test": split.true_test,
+    record = {"dataset": args.dataset, "budget": args.budget, "lr": args.lr, "code_init": args.code_init,
+              "eval_particles": args.eval_particles,
+              "true_test": split.true_test,
               "runs": [asdict(r) for r in runs], "table": table}
     (out / "results.json").write_text(json.dumps(record, indent=1))
     plot_curves(runs, out / "compare.png", f"{args.dataset}, budget {args.budget} decoder passes", split.true_test)

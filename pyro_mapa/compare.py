@@ -1,7 +1,11 @@
 """The comparison protocol: MAPA against VAE, IWAE and Pyro's AutoGuides (SPEC section 4).
 
 Every method trains the same decoder with the same fixed ``sigma`` on the same split,
-for the same budget of decoder passes (counted by hooks, training only). At each of
+with the same optimiser (Adam, one learning rate for all), for the same budget of decoder
+passes (counted by hooks, training only). Per-point codes (the empiricalized model's,
+AutoDelta's and AutoNormal's) start at the training points' principal components by
+default (:func:`~pyro_mapa.pca_codes`; from codes near 0 the empiricalized model sits on
+a plateau, benchmarks/RESULTS.md). At each of
 ``num_checkpoints`` checkpoints the method becomes a continuous-prior model
 (``N(0, I)`` for the VAE model, :func:`~pyro_mapa.fit_prior` on the codes for the
 empiricalized ones) and is scored on validation and test points by one estimator for
@@ -18,13 +22,13 @@ import math
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import pyro
 import pyro.distributions as dist
 import torch
 from pyro.infer import SVI, Trace_ELBO
-from pyro.infer.autoguide import AutoDelta, AutoNormal
+from pyro.infer.autoguide import AutoDelta, AutoNormal, init_to_value
 from pyro.optim import Adam
 
 from .baselines import empirical_model, encoder_guide, make_decoder, make_encoder, vae_model
@@ -32,6 +36,7 @@ from .counting import PassCounter
 from .datasets import load_synthetic
 from .evaluate import empirical_log_likelihood, importance_log_likelihood
 from .guide import MAPAGuide
+from .initialization import pca_codes
 from .iwae_elbo import IWAE_ELBO
 from .mapa_elbo import MAPA_ELBO
 from .neighbors import NeighborTable
@@ -39,8 +44,10 @@ from .posterior import MAPAPosterior
 from .priors import fit_prior
 
 __all__ = [
+    "Method",
     "RunResult",
     "Split",
+    "build_method",
     "load_split",
     "neighbour_tables",
     "parse_method",
@@ -98,6 +105,7 @@ class RunResult:
 
     method: str
     seed: int
+    lr: float
     test_ll: float
     test_se: float
     best_val_ll: float
@@ -148,6 +156,53 @@ def _continuous_model(decoder: torch.nn.Module, prior: dist.Distribution, sigma:
     return model
 
 
+class Method(NamedTuple):
+    """What :func:`build_method` makes: the model, its guide and loss, and the VAE
+    family's encoder (``None`` for the others)."""
+
+    model: Callable
+    guide: Callable
+    loss: pyro.infer.ELBO
+    encoder: torch.nn.Module | None
+
+
+def build_method(method: str, split: Split, decoder: torch.nn.Module, code_init: str = "pca") -> Method:
+    """The model, guide and loss of ``method`` on ``split``'s training points, around ``decoder``.
+
+    :param code_init: where the per-point codes start (MAPA's and exact enumeration's
+        codes, AutoDelta's points, AutoNormal's means): ``"pca"``, the training points'
+        principal components (:func:`~pyro_mapa.pca_codes`), or ``"random"``: near 0
+        (``0.1 N(0, I)`` for the codes; Pyro's default init for the AutoGuides). The
+        encoders of VAE and IWAE have no per-point codes and start as they are.
+    """
+    kind, numbers = parse_method(method)
+    if code_init not in ("pca", "random"):
+        raise ValueError(f"code_init must be 'pca' or 'random', got {code_init!r}")
+    train, sigma, (num_points, obs_dim), d = split.train, split.sigma, split.train.shape, split.latent_dim
+    init_codes = pca_codes(train, d) if code_init == "pca" else None
+
+    def create_plates(x, idx=None):
+        return pyro.plate("data", num_points, subsample=idx)
+
+    if kind in ("mapa", "exact"):
+        model = empirical_model(decoder, sigma, num_points, d, init_codes)
+        num_cached = min(num_points, 64) if kind == "exact" else max(64, numbers[0])  # K = N needs no cache
+        posterior = MAPAPosterior.fit(train, scale=sigma, num_neighbors=num_cached)
+        guide = MAPAGuide(model, posterior, create_plates=create_plates)
+        return Method(model, guide, MAPA_ELBO(*((num_points, 0) if kind == "exact" else numbers), max_plate_nesting=1), None)
+    model = vae_model(decoder, sigma, num_points, d)
+    if kind in ("vae", "iwae"):
+        encoder = make_encoder(obs_dim, d)
+        loss = Trace_ELBO() if kind == "vae" else IWAE_ELBO(numbers[0], max_plate_nesting=1)
+        return Method(model, encoder_guide(encoder, num_points), loss, encoder)
+    autoguide = AutoNormal if kind == "autonormal" else AutoDelta
+    if init_codes is None:
+        return Method(model, autoguide(model, create_plates=create_plates), Trace_ELBO(), None)
+    guide = autoguide(model, create_plates=create_plates, init_loc_fn=init_to_value(values={"z": init_codes}))
+    guide(train, torch.arange(num_points))  # its prototype traced on all N points: point n starts at its own code
+    return Method(model, guide, Trace_ELBO(), None)
+
+
 def train_and_score(
     method: str,
     split: Split,
@@ -156,6 +211,7 @@ def train_and_score(
     *,
     batch_size: int = 100,
     lr: float = 1e-2,
+    code_init: str = "pca",
     num_checkpoints: int = 20,
     eval_particles: int = 100,
     test_particles: int = 1000,
@@ -163,37 +219,20 @@ def train_and_score(
 ) -> RunResult:
     """Train ``method`` for ``budget`` decoder passes and score it (see the module docstring).
 
+    :param code_init: where per-point codes start, as in :func:`build_method`.
     :param tables: MAPA neighbour tables of the validation and test points over the
         training points (``{"val": ..., "test": ...}``); computed if ``None``.
     """
-    kind, numbers = parse_method(method)
+    kind, _ = parse_method(method)
     pyro.set_rng_seed(seed)
     pyro.clear_param_store()
-    train, sigma, (num_points, obs_dim), d = split.train, split.sigma, split.train.shape, split.latent_dim
+    train, sigma, d = split.train, split.sigma, split.latent_dim
     tables = tables or neighbour_tables(split)
-    decoder = make_decoder(d, obs_dim)
-    decoder_passes = PassCounter(decoder)
-    encoder = encoder_passes = None
-
-    def create_plates(x, idx=None):
-        return pyro.plate("data", num_points, subsample=idx)
-
-    if kind in ("mapa", "exact"):
-        model = empirical_model(decoder, sigma, num_points, d)
-        num_cached = min(num_points, 64) if kind == "exact" else max(64, numbers[0])  # K = N needs no cache
-        posterior = MAPAPosterior.fit(train, scale=sigma, num_neighbors=num_cached)
-        guide = MAPAGuide(model, posterior, create_plates=create_plates)
-        loss = MAPA_ELBO(*((num_points, 0) if kind == "exact" else numbers), max_plate_nesting=1)
-    else:
-        model = vae_model(decoder, sigma, num_points, d)
-        if kind in ("vae", "iwae"):
-            encoder = make_encoder(obs_dim, d)
-            encoder_passes = PassCounter(encoder)
-            guide = encoder_guide(encoder, num_points)
-            loss = Trace_ELBO() if kind == "vae" else IWAE_ELBO(numbers[0], max_plate_nesting=1)
-        else:
-            guide = (AutoNormal if kind == "autonormal" else AutoDelta)(model, create_plates=create_plates)
-            loss = Trace_ELBO()
+    decoder = make_decoder(d, train.shape[1])
+    model, guide, loss, encoder = build_method(method, split, decoder, code_init)
+    decoder_passes = PassCounter(decoder)  # attached after the set-up: only training passes count
+    encoder_passes = PassCounter(encoder) if encoder is not None else None
+    num_points = len(train)
     svi = SVI(model, guide, Adam({"lr": lr}), loss=loss)
 
     def train_codes() -> torch.Tensor:
@@ -221,7 +260,7 @@ def train_and_score(
         )
         return ll.value.mean().item(), (ll.stderr.square().mean() / len(x)).sqrt().item()
 
-    result = RunResult(method, seed, -math.inf, 0.0, -math.inf, 0, 0.0, 0, 0.0, 0.0, 0)
+    result = RunResult(method, seed, lr, -math.inf, 0.0, -math.inf, 0, 0.0, 0, 0.0, 0.0, 0)
     next_checkpoint, elapsed = budget / num_checkpoints, 0.0
     while decoder_passes.count < budget:
         idx = torch.randint(0, num_points, (batch_size,))
@@ -259,45 +298,75 @@ def run_comparison(
     methods: list[str],
     seeds: list[int],
     budget: int,
+    *,
+    learning_rates: tuple[float, ...] = (1e-2,),
+    code_init: str = "pca",
+    num_train: int = 1000,
+    num_checkpoints: int = 20,
+    eval_particles: int = 100,
     progress: bool | None = None,
 ) -> tuple[Split, list[RunResult]]:
-    """Every method under every seed on one split (the split's seed is the first seed)."""
+    """Every method under every seed on one split (the split's seed is the first seed;
+    ``num_train`` training points for the synthetic sets), by :func:`train_and_score` with
+    the given ``code_init``, ``num_checkpoints`` and ``eval_particles``.
+
+    :param learning_rates: Adam's learning rate, or several to choose from: each method
+        then trains on the first seed at each of them, keeps the one whose run reached the
+        best validation log-likelihood, and trains the other seeds at it (the first seed's
+        run at the chosen rate is reported; the others are tuning runs, not reported).
+    """
     from tqdm import tqdm
 
     for method in methods:
         parse_method(method)
-    split = load_split(dataset, seed=seeds[0])
+    if not learning_rates or any(not lr > 0 for lr in learning_rates):
+        raise ValueError(f"learning_rates must be positive numbers, got {learning_rates}")
+    split = load_split(dataset, num_train=num_train, seed=seeds[0])
     tables = neighbour_tables(split)
+    total = len(methods) * (len(seeds) + len(learning_rates) - 1)
+    bar = tqdm(total=total, desc="compare", disable=None if progress is None else not progress)
+
+    def run(method: str, seed: int, lr: float) -> RunResult:
+        result = train_and_score(
+            method, split, seed, budget, lr=lr, code_init=code_init, num_checkpoints=num_checkpoints,
+            eval_particles=eval_particles, tables=tables,
+        )
+        bar.update()
+        return result
+
     runs = []
-    jobs = [(m, s) for s in seeds for m in methods]
-    for method, seed in tqdm(jobs, desc="compare", disable=None if progress is None else not progress):
-        runs.append(train_and_score(method, split, seed, budget, tables=tables))
+    for method in methods:
+        tuning = [run(method, seeds[0], lr) for lr in learning_rates]
+        chosen = max(tuning, key=lambda r: r.best_val_ll)
+        runs += [chosen] + [run(method, seed, chosen.lr) for seed in seeds[1:]]
+    bar.close()
     return split, runs
 
 
 def summary_table(split: Split, runs: list[RunResult]) -> str:
-    """Per method: test LL mean and spread (min..max over seeds), the largest importance-
-    sampling standard error, passes per point per step, median passes and training seconds
-    to the best checkpoint, and (MAPA, exact) the empiricalized model's exact test LL."""
+    """Per method: its learning rate, test LL median and spread (min..max over seeds), the
+    largest importance-sampling standard error, passes per point per step, median passes and
+    training seconds to the best checkpoint, and (MAPA, exact) the empiricalized model's
+    exact test LL (median)."""
     import statistics
 
     lines = [
         f"{split.name}: N = {len(split.train)}, sigma = {split.sigma}, seeds = {sorted({r.seed for r in runs})}",
-        f"{'method':12} {'test LL':>9} {'min..max':>17} {'IS se':>6} {'dec/pt/step':>11} {'enc/pt/step':>11} "
+        f"{'method':12} {'lr':>6} {'test LL':>9} {'min..max':>17} {'IS se':>6} {'dec/pt/step':>11} {'enc/pt/step':>11} "
         f"{'passes to best':>14} {'s to best':>9} {'empirical':>9}",
     ]
     for method in dict.fromkeys(r.method for r in runs):
         rs = [r for r in runs if r.method == method]
         ll = [r.test_ll for r in rs]
         lines.append(
-            f"{method:12} {statistics.mean(ll):9.3f} {min(ll):8.3f}..{max(ll):<8.3f} "
+            f"{method:12} {rs[0].lr:6.3g} {statistics.median(ll):9.3f} {min(ll):8.3f}..{max(ll):<8.3f} "
             f"{max(r.test_se for r in rs):6.3f} {statistics.median(r.decoder_per_point_step for r in rs):11.2f} "
             f"{statistics.median(r.encoder_per_point_step for r in rs):11.2f} "
             f"{statistics.median(r.passes_to_best for r in rs):14.0f} {statistics.median(r.seconds_to_best for r in rs):9.1f} "
-            + (f"{statistics.mean(r.empirical_test_ll for r in rs):9.3f}" if rs[0].empirical_test_ll is not None else f"{'-':>9}")
+            + (f"{statistics.median(r.empirical_test_ll for r in rs):9.3f}" if rs[0].empirical_test_ll is not None else f"{'-':>9}")
         )
     if split.true_test is not None:
-        lines.append(f"{'true model':12} {split.true_test:9.3f}   (the ceiling)")
+        lines.append(f"{'true model':12} {'':>6} {split.true_test:9.3f}   (the ceiling)")
     return "\n".join(lines)
 
 

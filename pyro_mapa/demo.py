@@ -23,6 +23,7 @@ from .baselines import empirical_model, make_decoder
 from .datasets import load_synthetic
 from .evaluate import empirical_log_likelihood
 from .guide import MAPAGuide
+from .initialization import pca_codes
 from .mapa_elbo import MAPA_ELBO
 from .posterior import MAPAPosterior
 
@@ -73,7 +74,7 @@ def run_demo(
     data = load_synthetic(dataset, num_train=num_train, num_test=num_test, seed=seed)
     X, sigma, N = data.train, data.sigma, data.train.shape[0]
     net = make_decoder(data.latent_dim, X.shape[1])
-    model = empirical_model(net, sigma, N, data.latent_dim)  # the README's model, decoding distinct codes
+    model = empirical_model(net, sigma, N, data.latent_dim, pca_codes(X, data.latent_dim))  # the README's model
 
     posterior = MAPAPosterior.fit(X, likelihood="normal", scale=sigma, num_neighbors=64, progress=progress)
     guide = MAPAGuide(model, posterior, create_plates=lambda x, idx: pyro.plate("data", N, subsample=idx))

@@ -2,10 +2,14 @@
 
 import json
 
+import pyro
 import pytest
+import torch
 
+from pyro_mapa import pca_codes
+from pyro_mapa.baselines import empirical_model, make_decoder
 from pyro_mapa.cli import main
-from pyro_mapa.compare import load_split, parse_method, train_and_score
+from pyro_mapa.compare import build_method, load_split, neighbour_tables, parse_method, run_comparison, train_and_score
 
 
 @pytest.fixture(scope="module")
@@ -61,3 +65,48 @@ def test_cli_writes_a_table_json_and_plot(tmp_path, capsys):
     record = json.loads((out / "results.json").read_text())
     assert {(r["method"], r["seed"]) for r in record["runs"]} == {("vae", 0), ("vae", 1), ("mapa-2-3", 0), ("mapa-2-3", 1)}
     assert (out / "compare.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("method, param", [("mapa-2-3", "codes"), ("exact", "codes"),
+                                           ("autodelta", "AutoDelta.z"), ("autonormal", "AutoNormal.locs.z")])
+def test_per_point_codes_start_at_the_principal_components(split, method, param):
+    """Point n's code starts at its own PCA score under code_init='pca', and not under 'random'
+    (near 0 for the codes; Pyro's default init, repeated over the plate, for the AutoGuides)."""
+    expected = pca_codes(split.train, split.latent_dim)
+    for code_init in ("pca", "random"):
+        pyro.clear_param_store()
+        decoder = make_decoder(split.latent_dim, split.train.shape[1])
+        built = build_method(method, split, decoder, code_init)
+        idx = torch.tensor([3, 0, 7])
+        built.guide(split.train[idx], idx)  # a subsampled call, as in training
+        codes = pyro.param(param).detach()
+        assert codes.shape == expected.shape
+        if code_init == "pca":
+            assert torch.equal(codes, expected)
+        else:
+            assert codes.abs().max() < 1.5 and not torch.allclose(codes, expected, atol=0.1)
+
+
+def test_unknown_code_init_is_named(split):
+    with pytest.raises(ValueError, match="code_init must be 'pca' or 'random', got 'zeros'"):
+        build_method("vae", split, make_decoder(1, 2), "zeros")
+
+
+def test_empirical_model_checks_the_shape_of_its_initial_codes():
+    with pytest.raises(ValueError, match=r"init_codes must have shape \(10, 2\), got \(10, 1\)"):
+        empirical_model(make_decoder(2, 3), 0.1, 10, 2, torch.zeros(10, 1))
+
+
+def test_learning_rate_is_chosen_per_method_on_the_first_seeds_validation(split):
+    """Two rates: each method keeps the one whose first-seed run validated best, for all seeds."""
+    _, runs = run_comparison("absolute-value", ["vae", "mapa-2-3"], [0, 1], 3000, learning_rates=(1e-3, 3e-2),
+                             num_train=200, num_checkpoints=2, eval_particles=10, progress=False)
+    assert [(r.method, r.seed) for r in runs] == [("vae", 0), ("vae", 1), ("mapa-2-3", 0), ("mapa-2-3", 1)]
+    tables = neighbour_tables(split)
+    for method in ("vae", "mapa-2-3"):
+        tuning = {lr: train_and_score(method, split, 0, 3000, lr=lr, num_checkpoints=2, eval_particles=10, tables=tables)
+                  for lr in (1e-3, 3e-2)}
+        chosen = max(tuning, key=lambda lr: tuning[lr].best_val_ll)
+        first, second = (r for r in runs if r.method == method)
+        assert first.lr == second.lr == chosen
+        assert first.best_val_ll == tuning[chosen].best_val_ll  # the tuning run itself is reported, not re-run

@@ -35,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--methods", nargs="+", default=DEFAULT_METHODS,
                          help="vae, iwae-S, autonormal, autodelta, mapa-K-S, exact")
     compare.add_argument("--lr", type=float, nargs="+", default=[1e-2],
-                         help="Adam's learning rate; several: each method's is chosen on the first seed's validation LL")
+                         help="Adam's learning rate; several: each method's is chosen by validation on a separate tuning seed")
     compare.add_argument("--code-init", choices=["pca", "random"], default="pca",
                          help="where per-point codes start (MAPA, exact, AutoDelta, AutoNormal)")
     compare.add_argument("--eval-particles", type=int, default=100,
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from .compare import plot_curves, run_comparison, summary_table
 
-    split, runs = run_comparison(
+    split, runs, tuning = run_comparison(
         args.dataset, args.methods, args.seeds, args.budget, learning_rates=tuple(args.lr), code_init=args.code_init,
         eval_particles=args.eval_particles, progress=progress,
     )
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     record = {"dataset": args.dataset, "budget": args.budget, "lr": args.lr, "code_init": args.code_init,
               "eval_particles": args.eval_particles,
               "true_test": split.true_test,
-              "runs": [asdict(r) for r in runs], "table": table}
+              "runs": [asdict(r) for r in runs], "tuning_runs": [asdict(r) for r in tuning], "table": table}
     (out / "results.json").write_text(json.dumps(record, indent=1))
     plot_curves(runs, out / "compare.png", f"{args.dataset}, budget {args.budget} decoder passes", split.true_test)
     print(f"wrote {out / 'results.json'} and {out / 'compare.png'}")

@@ -1,8 +1,9 @@
 """The comparison protocol: MAPA against VAE, IWAE and Pyro's AutoGuides (SPEC section 4).
 
 Every method trains the same decoder with the same fixed ``sigma`` on the same split,
-with the same optimiser (Adam, one learning rate for all), for the same budget of decoder
-passes (counted by hooks, training only). Per-point codes (the empiricalized model's,
+with the same optimiser (Adam, at one given learning rate, or at a rate chosen per method
+by validation on a separate tuning seed), for the same budget of decoder passes (counted
+by hooks, training only). Per-point codes (the empiricalized model's,
 AutoDelta's and AutoNormal's) start at the training points' principal components by
 default (:func:`~pyro_mapa.pca_codes`; from codes near 0 the empiricalized model sits on
 a plateau, benchmarks/RESULTS.md). At each of
@@ -31,6 +32,7 @@ from pyro.infer import SVI, Trace_ELBO
 from pyro.infer.autoguide import AutoDelta, AutoNormal, init_to_value
 from pyro.optim import Adam
 
+from ._checks import check_count
 from .baselines import empirical_model, encoder_guide, make_decoder, make_encoder, vae_model
 from .counting import PassCounter
 from .datasets import load_synthetic
@@ -52,7 +54,9 @@ __all__ = [
     "neighbour_tables",
     "parse_method",
     "plot_curves",
+    "restore_params",
     "run_comparison",
+    "snapshot_params",
     "summary_table",
     "train_and_score",
 ]
@@ -78,6 +82,8 @@ def load_split(name: str, num_train: int = 1000, seed: int = 0) -> Split:
     """A synthetic set (500 validation, 500 test points) or ``"digits"`` (scikit-learn's
     1,797 8x8 images scaled to [0, 1]: 1,000 / 300 / 497, ``sigma = 0.2``, 2-D latent)."""
     if name == "digits":
+        if num_train != 1000:
+            raise ValueError(f"digits has a fixed split (1,000 / 300 / 497 points); num_train={num_train} cannot apply")
         from sklearn.datasets import load_digits
 
         x = torch.as_tensor(load_digits().data / 16.0, dtype=torch.get_default_dtype())
@@ -167,40 +173,70 @@ class Method(NamedTuple):
 
 
 def build_method(method: str, split: Split, decoder: torch.nn.Module, code_init: str = "pca") -> Method:
-    """The model, guide and loss of ``method`` on ``split``'s training points, around ``decoder``.
+    """The model, guide and loss of ``method`` on ``split``'s training points, around
+    ``decoder``, with every guide's parameters set up (an AutoGuide or a MAPAGuide traces
+    the model once, on all ``N`` training points). Call it with an empty param store
+    (``pyro.clear_param_store()``): ``pyro.module`` and ``pyro.param`` would otherwise
+    reuse another run's values.
 
     :param code_init: where the per-point codes start (MAPA's and exact enumeration's
         codes, AutoDelta's points, AutoNormal's means): ``"pca"``, the training points'
-        principal components (:func:`~pyro_mapa.pca_codes`), or ``"random"``: near 0
-        (``0.1 N(0, I)`` for the codes; Pyro's default init for the AutoGuides). The
-        encoders of VAE and IWAE have no per-point codes and start as they are.
+        principal components (:func:`~pyro_mapa.pca_codes`), or ``"random"``: the
+        empiricalized model's ``0.1 N(0, I)``, and Pyro's default for the AutoGuides
+        (AutoNormal's ``init_to_feasible``: every mean at 0; AutoDelta's ``init_to_median``:
+        the median of a few prior draws per point). The encoders of VAE and IWAE have no
+        per-point codes and start as they are.
     """
     kind, numbers = parse_method(method)
     if code_init not in ("pca", "random"):
         raise ValueError(f"code_init must be 'pca' or 'random', got {code_init!r}")
+    if len(pyro.get_param_store()):
+        raise ValueError(
+            f"the param store already holds {sorted(pyro.get_param_store().keys())[:3]}...: build_method would "
+            "reuse them; call pyro.clear_param_store() first"
+        )
     train, sigma, (num_points, obs_dim), d = split.train, split.sigma, split.train.shape, split.latent_dim
     init_codes = pca_codes(train, d) if code_init == "pca" else None
 
     def create_plates(x, idx=None):
         return pyro.plate("data", num_points, subsample=idx)
 
+    if kind in ("vae", "iwae"):
+        model, encoder = vae_model(decoder, sigma, num_points, d), make_encoder(obs_dim, d)
+        loss = Trace_ELBO() if kind == "vae" else IWAE_ELBO(numbers[0], max_plate_nesting=1)
+        return Method(model, encoder_guide(encoder, num_points), loss, encoder)
     if kind in ("mapa", "exact"):
         model = empirical_model(decoder, sigma, num_points, d, init_codes)
         num_cached = min(num_points, 64) if kind == "exact" else max(64, numbers[0])  # K = N needs no cache
         posterior = MAPAPosterior.fit(train, scale=sigma, num_neighbors=num_cached)
         guide = MAPAGuide(model, posterior, create_plates=create_plates)
-        return Method(model, guide, MAPA_ELBO(*((num_points, 0) if kind == "exact" else numbers), max_plate_nesting=1), None)
-    model = vae_model(decoder, sigma, num_points, d)
-    if kind in ("vae", "iwae"):
-        encoder = make_encoder(obs_dim, d)
-        loss = Trace_ELBO() if kind == "vae" else IWAE_ELBO(numbers[0], max_plate_nesting=1)
-        return Method(model, encoder_guide(encoder, num_points), loss, encoder)
-    autoguide = AutoNormal if kind == "autonormal" else AutoDelta
-    if init_codes is None:
-        return Method(model, autoguide(model, create_plates=create_plates), Trace_ELBO(), None)
-    guide = autoguide(model, create_plates=create_plates, init_loc_fn=init_to_value(values={"z": init_codes}))
-    guide(train, torch.arange(num_points))  # its prototype traced on all N points: point n starts at its own code
-    return Method(model, guide, Trace_ELBO(), None)
+        loss = MAPA_ELBO(*((num_points, 0) if kind == "exact" else numbers), max_plate_nesting=1)
+    else:
+        model = vae_model(decoder, sigma, num_points, d)
+        autoguide = AutoNormal if kind == "autonormal" else AutoDelta
+        init = {} if init_codes is None else {"init_loc_fn": init_to_value(values={"z": init_codes})}
+        guide, loss = autoguide(model, create_plates=create_plates, **init), Trace_ELBO()
+    guide(train, torch.arange(num_points))  # set up on all N points: point n starts at its own code
+    return Method(model, guide, loss, None)
+
+
+def snapshot_params() -> dict[str, torch.Tensor]:
+    """A copy of every parameter in Pyro's param store (unconstrained values)."""
+    return {name: value.detach().clone() for name, value in pyro.get_param_store().named_parameters()}
+
+
+def restore_params(state: dict[str, torch.Tensor]) -> None:
+    """Write a :func:`snapshot_params` copy back, in place, so that modules and guides
+    that hold the store's tensors see it."""
+    store = pyro.get_param_store()
+    if set(state) != set(store.keys()):
+        raise ValueError(
+            f"the snapshot holds {sorted(state)[:3]}... but the param store {sorted(store.keys())[:3]}...: it is "
+            "another run's, or empty (no checkpoint was scored)"
+        )
+    with torch.no_grad():
+        for name, value in store.named_parameters():
+            value.copy_(state[name])
 
 
 def train_and_score(
@@ -219,18 +255,26 @@ def train_and_score(
 ) -> RunResult:
     """Train ``method`` for ``budget`` decoder passes and score it (see the module docstring).
 
+    At each of ``num_checkpoints`` checkpoints the validation and test log-likelihoods are
+    estimated with ``eval_particles`` importance samples per point (the curve); the
+    parameters of the checkpoint with the best validation value are kept, and scored on
+    the test points once, at the end, with ``test_particles``.
+
     :param code_init: where per-point codes start, as in :func:`build_method`.
     :param tables: MAPA neighbour tables of the validation and test points over the
         training points (``{"val": ..., "test": ...}``); computed if ``None``.
     """
     kind, _ = parse_method(method)
+    for name, count in [("budget", budget), ("batch_size", batch_size), ("num_checkpoints", num_checkpoints),
+                        ("eval_particles", eval_particles), ("test_particles", test_particles)]:
+        check_count(count, name)
     pyro.set_rng_seed(seed)
     pyro.clear_param_store()
     train, sigma, d = split.train, split.sigma, split.latent_dim
     tables = tables or neighbour_tables(split)
     decoder = make_decoder(d, train.shape[1])
     model, guide, loss, encoder = build_method(method, split, decoder, code_init)
-    decoder_passes = PassCounter(decoder)  # attached after the set-up: only training passes count
+    decoder_passes = PassCounter(decoder)  # attached after every guide's set-up: only training passes count
     encoder_passes = PassCounter(encoder) if encoder is not None else None
     num_points = len(train)
     svi = SVI(model, guide, Adam({"lr": lr}), loss=loss)
@@ -261,6 +305,7 @@ def train_and_score(
         return ll.value.mean().item(), (ll.stderr.square().mean() / len(x)).sqrt().item()
 
     result = RunResult(method, seed, lr, -math.inf, 0.0, -math.inf, 0, 0.0, 0, 0.0, 0.0, 0)
+    best_state = {}
     next_checkpoint, elapsed = budget / num_checkpoints, 0.0
     while decoder_passes.count < budget:
         idx = torch.randint(0, num_points, (batch_size,))
@@ -277,19 +322,24 @@ def train_and_score(
                 model, codes = current_model()
                 val_ll, _ = score(model, codes, "val", eval_particles)
                 test_ll, _ = score(model, codes, "test", eval_particles)
-                if val_ll > result.best_val_ll:
-                    result.best_val_ll = val_ll
-                    result.test_ll, result.test_se = score(model, codes, "test", test_particles)
-                    if kind in ("mapa", "exact"):
-                        result.empirical_test_ll = (
-                            empirical_log_likelihood(decoder, codes, split.test, sigma).mean().item()
-                        )
-                    result.passes_to_best, result.seconds_to_best = passes, elapsed
+            if val_ll > result.best_val_ll:
+                result.best_val_ll, result.passes_to_best, result.seconds_to_best = val_ll, passes, elapsed
+                best_state = snapshot_params()
             result.curve.append((passes, val_ll, test_ll))
     result.total_passes = decoder_passes.count
-    result.decoder_per_point_step = decoder_passes.count / (result.steps * batch_size)
-    result.encoder_per_point_step = (encoder_passes.count if encoder_passes else 0) / (result.steps * batch_size)
     decoder_passes.remove()
+    if encoder_passes is not None:
+        encoder_passes.remove()
+    if not best_state:
+        raise ValueError(f"{method}: no checkpoint had a finite validation log-likelihood (did training diverge?)")
+    restore_params(best_state)
+    with torch.no_grad():  # the best-validation checkpoint, scored once with test_particles
+        model, codes = current_model()
+        result.test_ll, result.test_se = score(model, codes, "test", test_particles)
+        if kind in ("mapa", "exact"):
+            result.empirical_test_ll = empirical_log_likelihood(decoder, codes, split.test, sigma).mean().item()
+    result.decoder_per_point_step = result.total_passes / (result.steps * batch_size)
+    result.encoder_per_point_step = (encoder_passes.count if encoder_passes else 0) / (result.steps * batch_size)
     return result
 
 
@@ -305,15 +355,18 @@ def run_comparison(
     num_checkpoints: int = 20,
     eval_particles: int = 100,
     progress: bool | None = None,
-) -> tuple[Split, list[RunResult]]:
+) -> tuple[Split, list[RunResult], list[RunResult]]:
     """Every method under every seed on one split (the split's seed is the first seed;
     ``num_train`` training points for the synthetic sets), by :func:`train_and_score` with
     the given ``code_init``, ``num_checkpoints`` and ``eval_particles``.
 
     :param learning_rates: Adam's learning rate, or several to choose from: each method
-        then trains on the first seed at each of them, keeps the one whose run reached the
-        best validation log-likelihood, and trains the other seeds at it (the first seed's
-        run at the chosen rate is reported; the others are tuning runs, not reported).
+        then trains once at each of them on a tuning seed that is not reported (one past
+        the largest of ``seeds``), and every reported seed trains at the rate whose tuning
+        run reached the best validation log-likelihood (no seed's reported result was
+        picked for being lucky).
+    :returns: the split, the reported runs (method by method, seeds in order), and the
+        tuning runs (empty for a single learning rate).
     """
     from tqdm import tqdm
 
@@ -323,8 +376,10 @@ def run_comparison(
         raise ValueError(f"learning_rates must be positive numbers, got {learning_rates}")
     split = load_split(dataset, num_train=num_train, seed=seeds[0])
     tables = neighbour_tables(split)
-    total = len(methods) * (len(seeds) + len(learning_rates) - 1)
-    bar = tqdm(total=total, desc="compare", disable=None if progress is None else not progress)
+    tuning_seed = max(seeds) + 1
+    num_tuning = len(learning_rates) if len(learning_rates) > 1 else 0
+    bar = tqdm(total=len(methods) * (len(seeds) + num_tuning), desc="compare",
+               disable=None if progress is None else not progress)
 
     def run(method: str, seed: int, lr: float) -> RunResult:
         result = train_and_score(
@@ -334,13 +389,16 @@ def run_comparison(
         bar.update()
         return result
 
-    runs = []
+    runs, tuning = [], []
     for method in methods:
-        tuning = [run(method, seeds[0], lr) for lr in learning_rates]
-        chosen = max(tuning, key=lambda r: r.best_val_ll)
-        runs += [chosen] + [run(method, seed, chosen.lr) for seed in seeds[1:]]
+        lr = learning_rates[0]
+        if num_tuning:
+            trials = [run(method, tuning_seed, rate) for rate in learning_rates]
+            tuning += trials
+            lr = max(trials, key=lambda r: r.best_val_ll).lr
+        runs += [run(method, seed, lr) for seed in seeds]
     bar.close()
-    return split, runs
+    return split, runs, tuning
 
 
 def summary_table(split: Split, runs: list[RunResult]) -> str:

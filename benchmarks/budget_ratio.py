@@ -2,9 +2,12 @@
 test curve first reaches the reference method's test value at its best-validation
 checkpoint, as a ratio to the reference's own passes to that checkpoint (medians over
 seeds; "never" if it does not within the run). Curves use the comparison's checkpoint
-estimator (100 importance samples per point) for every method.
+estimator for every method: `--eval-particles` importance samples per point (100 by
+default, which biases poor proposals low; the ratios in RESULTS.md use 1,000, the number
+the final test log-likelihood uses).
 
-    python benchmarks/budget_ratio.py mapa-compare/results.json --reference iwae-50
+    pyro-mapa compare --dataset digits --budget 1000000 --methods iwae-50 mapa-1-10 --eval-particles 1000 --out ratio-digits
+    python benchmarks/budget_ratio.py ratio-digits/results.json --reference iwae-50
 """
 
 from __future__ import annotations
@@ -19,7 +22,10 @@ def main() -> None:
     parser.add_argument("results")
     parser.add_argument("--reference", default="iwae-50")
     args = parser.parse_args()
-    runs = json.load(open(args.results))["runs"]
+    record = json.load(open(args.results))
+    runs = record["runs"]
+    print(f"{record['dataset']}, budget {record['budget']}, {record.get('eval_particles', 100)} importance samples "
+          "per point at each checkpoint")
     reference = {r["seed"]: r for r in runs if r["method"] == args.reference}
     if not reference:
         raise SystemExit(f"no runs of {args.reference} in {args.results}")

@@ -18,7 +18,7 @@ import torch._dynamo  # noqa: F401  (torch.optim imports it on its first step, ~
 from pyro.infer import SVI
 from pyro.optim import Adam
 
-from pyro_mapa import MAPA_ELBO, MAPAGuide, MAPAPosterior
+from pyro_mapa import MAPA_ELBO, MAPAGuide, MAPAPosterior, pca_codes
 from pyro_mapa.baselines import empirical_model, make_decoder
 from pyro_mapa.compare import Split, parse_method
 from pyro_mapa.counting import PassCounter
@@ -37,6 +37,7 @@ def train_curve(
     checkpoints: int = 20,
     code_penalty: float = 0.0,
     code_init: str = "random",
+    bandwidth_factor: float = 1.0,
     score_sets: tuple[str, ...] = ("test",),
 ) -> list[dict]:
     """One record per checkpoint: steps, decoder passes, training seconds and the exact
@@ -45,8 +46,10 @@ def train_curve(
     :param unit: what ``budget`` counts, "passes" (decoder passes) or "steps".
     :param code_penalty: ``lambda``: adds ``log N(Z; 0, I / lambda)`` (up to a constant)
         to the objective, once per step (MAP codes instead of maximum likelihood).
-    :param code_init: "random" (the model's own ``0.1 N(0, I)``) or "pca" (the training
-        points' top principal components, scaled to unit variance).
+    :param code_init: "random" (the model's own ``0.1 N(0, I)``) or "pca"
+        (`pyro_mapa.pca_codes`: the training points' top principal components, scaled to
+        unit variance).
+    :param bandwidth_factor: the cache's ``h`` in units of its default ``sqrt(2) sigma``.
     """
     kind, numbers = parse_method(method)
     if kind not in ("mapa", "exact"):
@@ -54,23 +57,22 @@ def train_curve(
     pyro.set_rng_seed(seed)
     pyro.clear_param_store()
     train, sigma, (num_points, obs_dim), d = split.train, split.sigma, split.train.shape, split.latent_dim
-    if code_init == "pca":  # the param store keeps this value; the model's own initialiser is not called
-        centred = train - train.mean(0)
-        components = torch.linalg.svd(centred, full_matrices=False).Vh[:d]
-        scores = centred @ components.T
-        pyro.param("codes", scores / scores.std(0))
-    elif code_init != "random":
+    if code_init not in ("pca", "random"):
         raise ValueError(f"code_init must be 'random' or 'pca', got {code_init!r}")
     decoder = make_decoder(d, obs_dim)
     counter = PassCounter(decoder)
-    likelihood_model = empirical_model(decoder, sigma, num_points, d)
+    init_codes = pca_codes(train, d) if code_init == "pca" else None
+    likelihood_model = empirical_model(decoder, sigma, num_points, d, init_codes)
 
     def model(x, idx=None):
         likelihood_model(x, idx)
         if code_penalty:
             pyro.factor("code_prior", -0.5 * code_penalty * pyro.param("codes").pow(2).sum())
 
-    posterior = MAPAPosterior.fit(train, scale=sigma, num_neighbors=min(num_points, max([64, *numbers])), progress=False)
+    posterior = MAPAPosterior.fit(
+        train, scale=sigma, bandwidth=bandwidth_factor * 2**0.5 * sigma,
+        num_neighbors=min(num_points, max([64, *numbers])), progress=False,
+    )
     guide = MAPAGuide(model, posterior, create_plates=lambda x, idx=None: pyro.plate("data", num_points, subsample=idx))
     elbo = MAPA_ELBO(*((num_points, 0) if kind == "exact" else numbers), max_plate_nesting=1)
     svi = SVI(model, guide, Adam({"lr": lr}), loss=elbo)

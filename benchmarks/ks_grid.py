@@ -10,7 +10,8 @@ scored exactly (no sampling) on train, validation and test points; we report the
 log-likelihood at the best validation checkpoint, the train - test gap there, and the
 steps and passes it took. `--lr` and `--code-penalty` (a N(0, I / lambda) prior on the
 codes, trained jointly) and `--code-init pca` (codes started at the data's principal
-components instead of near 0) are the remedies tried.
+components instead of near 0, `pyro_mapa.pca_codes`) and `--bandwidth-factor` (the cache's
+`h` against its default) are the remedies tried.
 
     python benchmarks/ks_grid.py --dataset spiral-dots --unit passes --budget 1000000
     python benchmarks/ks_grid.py --dataset spiral-dots --unit steps --budget 2000
@@ -39,13 +40,15 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--code-penalty", type=float, default=0.0)
     parser.add_argument("--code-init", choices=["random", "pca"], default="random")
+    parser.add_argument("--bandwidth-factor", type=float, default=1.0, help="h in units of sqrt(2) sigma")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None, help="write every curve here as JSON")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     split = load_split(args.dataset)
     print(f"{args.dataset}, N = {len(split.train)}, budget {args.budget} {args.unit}, lr {args.lr}, "
-          f"code penalty {args.code_penalty}, code init {args.code_init}, seeds {args.seeds}; true test LL {split.true_test}")
+          f"code penalty {args.code_penalty}, code init {args.code_init}, h = {args.bandwidth_factor} x default, "
+          f"seeds {args.seeds}; true test LL {split.true_test}")
     print("| method | test LL at best val (median) | min..max | train - test gap | steps to best | passes to best |")
     print("|---|---|---|---|---|---|", flush=True)
     curves = {}
@@ -53,7 +56,8 @@ def main() -> None:
         best = []
         for seed in args.seeds:
             curve = train_curve(split, method, seed, args.budget, unit=args.unit, lr=args.lr,
-                                code_penalty=args.code_penalty, code_init=args.code_init, score_sets=("train", "val", "test"))
+                                code_penalty=args.code_penalty, code_init=args.code_init,
+                                bandwidth_factor=args.bandwidth_factor, score_sets=("train", "val", "test"))
             curves[f"{method}/{seed}"] = curve
             best.append(max(curve, key=lambda r: r["val"]))
         test = [r["test"] for r in best]

@@ -8,6 +8,8 @@ the final test log-likelihood uses).
 
     pyro-mapa compare --dataset digits --budget 1000000 --methods iwae-50 mapa-1-10 --eval-particles 1000 --out ratio-digits
     python benchmarks/budget_ratio.py ratio-digits/results.json --reference iwae-50
+
+Several results files (one per method, e.g. each at its own learning rate) are read as one.
 """
 
 from __future__ import annotations
@@ -19,17 +21,19 @@ import statistics
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("results")
+    parser.add_argument("results", nargs="+")
     parser.add_argument("--reference", default="iwae-50")
     args = parser.parse_args()
-    record = json.load(open(args.results))
-    runs = record["runs"]
-    print(f"{record['dataset']}, budget {record['budget']}, {record.get('eval_particles', 100)} importance samples "
-          "per point at each checkpoint")
+    records = [json.load(open(path)) for path in args.results]
+    runs = [run for record in records for run in record["runs"]]
+    for record in records:
+        methods = sorted({run["method"] for run in record["runs"]})
+        print(f"{record['dataset']}, {methods}, budget {record['budget']}, lr {record.get('lr')}, "
+              f"{record.get('eval_particles', 100)} importance samples per point at each checkpoint")
     reference = {r["seed"]: r for r in runs if r["method"] == args.reference}
     if not reference:
         raise SystemExit(f"no runs of {args.reference} in {args.results}")
-    print(f"| method | passes to reach {args.reference}'s best / its own | final test LL | {args.reference} target |")
+    print(f"| method | passes to reach {args.reference}'s best / its own (median) | final test LL (median) | {args.reference} target (median) |")
     print("|---|---|---|---|")
     for method in dict.fromkeys(r["method"] for r in runs):
         ratios, finals, targets = [], [], []
@@ -43,7 +47,7 @@ def main() -> None:
             targets.append(target)
         ratio = statistics.median(ratios)
         shown = "never" if ratio == float("inf") else f"{ratio:.2f}"
-        print(f"| {method} | {shown} | {statistics.mean(finals):.3f} | {statistics.mean(targets):.3f} |")
+        print(f"| {method} | {shown} | {statistics.median(finals):.3f} | {statistics.median(targets):.3f} |")
 
 
 if __name__ == "__main__":

@@ -39,7 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--code-init", choices=["pca", "random"], default="pca",
                          help="where per-point codes start (MAPA, exact, AutoDelta, AutoNormal)")
     compare.add_argument("--eval-particles", type=int, default=100,
-                         help="importance samples per point at each checkpoint (the curves; the final test LL uses 1,000)")
+                         help="importance samples per point at each checkpoint (the curves and the choice of checkpoint)")
+    compare.add_argument("--max-test-particles", type=int, default=64000,
+                         help="at most this many samples per point for the final test LL (1,000, then x4 until stable)")
     compare.add_argument("--out", default="mapa-compare", help="folder for results.json and compare.png")
     compare.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
     split, runs, tuning = run_comparison(
         args.dataset, args.methods, args.seeds, args.budget, learning_rates=tuple(args.lr), code_init=args.code_init,
-        eval_particles=args.eval_particles, progress=progress,
+        eval_particles=args.eval_particles, max_test_particles=args.max_test_particles, progress=progress,
     )
     table = summary_table(split, runs)
     print(table)

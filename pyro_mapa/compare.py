@@ -11,10 +11,11 @@ a plateau, benchmarks/RESULTS.md). At each of
 (``N(0, I)`` for the VAE model, :func:`~pyro_mapa.fit_prior` on the codes for the
 empiricalized ones) and is scored on validation and test points by one estimator for
 all: importance sampling (:func:`~pyro_mapa.evaluate.importance_log_likelihood`) with
-the proposal ``0.1 p(z) + 0.9 sum_m q(m | x) N(z; c_m, s^2)``, a mixture over the
-method's own codes ``c_m`` of the point's MAPA neighbours among the training points
-(``s`` = 0.1 x the codes' spread). The test log-likelihood is reported at the
-checkpoint with the best validation log-likelihood.
+a mixture of Laplace approximations anchored at the method's own training codes whose
+decoded means lie nearest the point, plus 0.1 of the prior
+(:func:`~pyro_mapa.proposals.laplace_mixture_proposal`). The test log-likelihood is that
+of the checkpoint with the best validation log-likelihood, estimated with as many samples
+as it takes to be stable to 0.01 nats (:func:`stable_log_likelihood`).
 """
 
 from __future__ import annotations
@@ -36,12 +37,12 @@ from ._checks import check_count
 from .baselines import empirical_model, encoder_guide, make_decoder, make_encoder, vae_model
 from .counting import PassCounter
 from .datasets import load_synthetic
-from .evaluate import empirical_log_likelihood, importance_log_likelihood
+from .evaluate import LogLikelihood, empirical_log_likelihood, grid_log_likelihood, importance_log_likelihood
 from .guide import MAPAGuide
+from .proposals import laplace_mixture_proposal
 from .initialization import pca_codes
 from .iwae_elbo import IWAE_ELBO
 from .mapa_elbo import MAPA_ELBO
-from .neighbors import NeighborTable
 from .posterior import MAPAPosterior
 from .priors import fit_prior
 
@@ -50,19 +51,20 @@ __all__ = [
     "RunResult",
     "Split",
     "build_method",
+    "continuous_log_likelihood",
     "load_split",
-    "neighbour_tables",
     "parse_method",
     "plot_curves",
     "restore_params",
     "run_comparison",
     "snapshot_params",
+    "stable_log_likelihood",
     "summary_table",
     "train_and_score",
 ]
 
-PROPOSAL_NEIGHBORS = 16
-PRIOR_WEIGHT = 0.1
+#: Grid points per axis of the quadrature check, by latent dimension.
+GRID_POINTS = {1: 20001, 2: 801}
 
 
 @dataclass
@@ -121,36 +123,10 @@ class RunResult:
     decoder_per_point_step: float
     encoder_per_point_step: float
     steps: int
+    test_particles: int = 0  # importance samples per point behind test_ll (stable_log_likelihood)
+    grid_test_ll: float | None = None  # the same by grid quadrature, for a latent of d <= 2 (a check)
     empirical_test_ll: float | None = None  # the empiricalized model's exact test LL (MAPA, exact)
     curve: list = field(default_factory=list)  # (decoder passes, val LL, test LL)
-
-
-def neighbour_tables(split: Split) -> dict[str, NeighborTable]:
-    """MAPA neighbour tables of the validation and test points over the training points
-    (the evaluation proposal's mixture weights; the same for every method)."""
-    reference = MAPAPosterior.fit(split.train, scale=split.sigma, num_neighbors=PROPOSAL_NEIGHBORS)
-    return {"val": reference.query(split.val), "test": reference.query(split.test)}
-
-
-def _mixture_proposal(table: NeighborTable, codes: torch.Tensor, prior_weight: float = PRIOR_WEIGHT):
-    """``prior_weight N(0, I) + (1 - prior_weight) sum_m q(m | x) N(c_m, s^2)``."""
-    spread = 0.1 * codes.std(0).clamp_min(1e-3)
-
-    def proposal(x):
-        batch, d = len(x), codes.shape[1]
-        loc = torch.cat([codes[table.index], codes.new_zeros(batch, 1, d)], 1)
-        scale = torch.cat([spread.expand(batch, table.index.shape[1], d), codes.new_ones(batch, 1, d)], 1)
-        logits = torch.cat(
-            [
-                table.log_prob - table.log_prob.logsumexp(-1, keepdim=True) + math.log1p(-prior_weight),
-                codes.new_full((batch, 1), math.log(prior_weight)),
-            ],
-            -1,
-        )
-        with pyro.plate("data", batch):
-            pyro.sample("z", dist.MixtureSameFamily(dist.Categorical(logits=logits), dist.Normal(loc, scale).to_event(1)))
-
-    return proposal
 
 
 def _continuous_model(decoder: torch.nn.Module, prior: dist.Distribution, sigma: float):
@@ -160,6 +136,41 @@ def _continuous_model(decoder: torch.nn.Module, prior: dist.Distribution, sigma:
             pyro.sample("x", dist.Normal(decoder(z), sigma).to_event(1), obs=x)
 
     return model
+
+
+def continuous_log_likelihood(
+    decoder: torch.nn.Module,
+    prior: dist.Distribution,
+    sigma: float,
+    codes: torch.Tensor,
+    x: torch.Tensor,
+    num_particles: int,
+) -> LogLikelihood:
+    """``log p(x_n)`` per point of ``x`` for the continuous-prior model ``z ~ prior``,
+    ``x ~ N(decoder(z), sigma^2 I)``, by the comparison's one estimator: importance
+    sampling with :func:`~pyro_mapa.proposals.laplace_mixture_proposal` anchored at the
+    model's training ``codes`` (0.1 of it the prior), in chunks of 200 draws."""
+    return importance_log_likelihood(
+        _continuous_model(decoder, prior, sigma), laplace_mixture_proposal(decoder, codes, sigma, prior=prior), x,
+        num_particles=num_particles, chunk_size=min(num_particles, 200), max_plate_nesting=1,
+    )
+
+
+def stable_log_likelihood(
+    estimate: Callable[[int], LogLikelihood], start: int, limit: int, tolerance: float = 0.01
+) -> tuple[LogLikelihood, int]:
+    """``estimate(P)`` at ``P = start, 4 start, 16 start, ...`` (at most ``limit``) until the
+    mean over points moves by less than ``tolerance`` nats from one ``P`` to the next.
+    An importance-sampling estimate of ``log p`` is biased low, the less the more samples,
+    so a mean that stops rising is one that has stopped moving. Returns the last estimate
+    and its ``P`` (if ``limit`` stops it first, the last two differ by more than ``tolerance``:
+    compare ``P`` with ``limit``)."""
+    particles, current = start, estimate(start)
+    while 4 * particles <= limit:
+        particles, previous, current = 4 * particles, current, estimate(4 * particles)
+        if abs(current.value.mean() - previous.value.mean()) < tolerance:
+            break
+    return current, particles
 
 
 class Method(NamedTuple):
@@ -250,28 +261,34 @@ def train_and_score(
     code_init: str = "pca",
     num_checkpoints: int = 20,
     eval_particles: int = 100,
-    test_particles: int = 1000,
-    tables: dict[str, NeighborTable] | None = None,
+    test_particles: int = 2000,
+    max_test_particles: int = 32000,
+    inspect: Callable[[torch.nn.Module, dist.Distribution, torch.Tensor], None] | None = None,
 ) -> RunResult:
     """Train ``method`` for ``budget`` decoder passes and score it (see the module docstring).
 
     At each of ``num_checkpoints`` checkpoints the validation and test log-likelihoods are
     estimated with ``eval_particles`` importance samples per point (the curve); the
     parameters of the checkpoint with the best validation value are kept, and scored on
-    the test points once, at the end, with ``test_particles``.
+    the test points once, at the end, by :func:`stable_log_likelihood` from
+    ``test_particles`` up to ``max_test_particles`` samples per point, until stable to
+    0.01 nats. For a latent of ``d <= 2`` it is also integrated on a grid
+    (:func:`~pyro_mapa.evaluate.grid_log_likelihood` over the codes' range plus 4 in every
+    direction, ``GRID_POINTS[d]`` points per axis), a check that needs no proposal.
 
     :param code_init: where per-point codes start, as in :func:`build_method`.
-    :param tables: MAPA neighbour tables of the validation and test points over the
-        training points (``{"val": ..., "test": ...}``); computed if ``None``.
+    :param inspect: called once at the end with the best checkpoint's decoder, its
+        continuous prior and its training codes, for whoever wants to score it otherwise
+        (benchmarks/estimator_stability.py, benchmarks/prior_family.py).
     """
     kind, _ = parse_method(method)
     for name, count in [("budget", budget), ("batch_size", batch_size), ("num_checkpoints", num_checkpoints),
-                        ("eval_particles", eval_particles), ("test_particles", test_particles)]:
+                        ("eval_particles", eval_particles), ("test_particles", test_particles),
+                        ("max_test_particles", max_test_particles)]:
         check_count(count, name)
     pyro.set_rng_seed(seed)
     pyro.clear_param_store()
     train, sigma, d = split.train, split.sigma, split.latent_dim
-    tables = tables or neighbour_tables(split)
     decoder = make_decoder(d, train.shape[1])
     model, guide, loss, encoder = build_method(method, split, decoder, code_init)
     decoder_passes = PassCounter(decoder)  # attached after every guide's set-up: only training passes count
@@ -286,23 +303,16 @@ def train_and_score(
             return encoder(train).chunk(2, -1)[0].detach()
         return guide.median(train)["z"].detach()
 
-    def current_model() -> tuple[Callable, torch.Tensor]:
-        """The continuous-prior model of the current parameters, and the training codes."""
+    def current_prior() -> tuple[dist.Distribution, torch.Tensor]:
+        """The continuous prior of the current parameters, and the training codes."""
         codes = train_codes()
         if kind in ("mapa", "exact"):
-            prior = fit_prior(codes, "gmm", num_components=10, seed=seed)
-        else:
-            prior = dist.Normal(torch.zeros(d), 1.0).to_event(1)
-        return _continuous_model(decoder, prior, sigma), codes
+            return fit_prior(codes, "gmm", num_components=10, seed=seed), codes
+        return dist.Normal(torch.zeros(d), 1.0).to_event(1), codes
 
-    def score(model: Callable, codes: torch.Tensor, which: str, num_particles: int) -> tuple[float, float]:
-        """Mean validation or test log-likelihood and its standard error."""
+    def estimate(prior: dist.Distribution, codes: torch.Tensor, which: str, num_particles: int) -> LogLikelihood:
         x = split.val if which == "val" else split.test
-        ll = importance_log_likelihood(
-            model, _mixture_proposal(tables[which], codes), x,
-            num_particles=num_particles, chunk_size=min(num_particles, 200), max_plate_nesting=1,
-        )
-        return ll.value.mean().item(), (ll.stderr.square().mean() / len(x)).sqrt().item()
+        return continuous_log_likelihood(decoder, prior, sigma, codes, x, num_particles)
 
     result = RunResult(method, seed, lr, -math.inf, 0.0, -math.inf, 0, 0.0, 0, 0.0, 0.0, 0)
     best_state = {}
@@ -319,9 +329,9 @@ def train_and_score(
             with torch.no_grad(), ExitStack() as evaluation:  # evaluation passes are not training passes
                 for counter in filter(None, (decoder_passes, encoder_passes)):
                     evaluation.enter_context(counter.paused())
-                model, codes = current_model()
-                val_ll, _ = score(model, codes, "val", eval_particles)
-                test_ll, _ = score(model, codes, "test", eval_particles)
+                prior, codes = current_prior()
+                val_ll = estimate(prior, codes, "val", eval_particles).value.mean().item()
+                test_ll = estimate(prior, codes, "test", eval_particles).value.mean().item()
             if val_ll > result.best_val_ll:
                 result.best_val_ll, result.passes_to_best, result.seconds_to_best = val_ll, passes, elapsed
                 best_state = snapshot_params()
@@ -333,11 +343,21 @@ def train_and_score(
     if not best_state:
         raise ValueError(f"{method}: no checkpoint had a finite validation log-likelihood (did training diverge?)")
     restore_params(best_state)
-    with torch.no_grad():  # the best-validation checkpoint, scored once with test_particles
-        model, codes = current_model()
-        result.test_ll, result.test_se = score(model, codes, "test", test_particles)
+    with torch.no_grad():  # the best-validation checkpoint, scored once, until stable
+        prior, codes = current_prior()
+        final, result.test_particles = stable_log_likelihood(
+            lambda p: estimate(prior, codes, "test", p), test_particles, max_test_particles
+        )
+        result.test_ll = final.value.mean().item()
+        result.test_se = (final.stderr.square().mean() / len(split.test)).sqrt().item()
         if kind in ("mapa", "exact"):
             result.empirical_test_ll = empirical_log_likelihood(decoder, codes, split.test, sigma).mean().item()
+        if d <= 2:
+            low, high = codes.min().item() - 4.0, codes.max().item() + 4.0
+            grid = grid_log_likelihood(decoder, prior, sigma, split.test, low, high, GRID_POINTS[d])
+            result.grid_test_ll = grid.mean().item()
+        if inspect is not None:
+            inspect(decoder, prior, codes)
     result.decoder_per_point_step = result.total_passes / (result.steps * batch_size)
     result.encoder_per_point_step = (encoder_passes.count if encoder_passes else 0) / (result.steps * batch_size)
     return result
@@ -354,11 +374,14 @@ def run_comparison(
     num_train: int = 1000,
     num_checkpoints: int = 20,
     eval_particles: int = 100,
+    test_particles: int = 2000,
+    max_test_particles: int = 32000,
     progress: bool | None = None,
 ) -> tuple[Split, list[RunResult], list[RunResult]]:
     """Every method under every seed on one split (the split's seed is the first seed;
     ``num_train`` training points for the synthetic sets), by :func:`train_and_score` with
-    the given ``code_init``, ``num_checkpoints`` and ``eval_particles``.
+    the given ``code_init``, ``num_checkpoints``, ``eval_particles``, ``test_particles``
+    and ``max_test_particles``.
 
     :param learning_rates: Adam's learning rate, or several to choose from: each method
         then trains once at each of them on a tuning seed that is not reported (one past
@@ -375,7 +398,6 @@ def run_comparison(
     if not learning_rates or any(not lr > 0 for lr in learning_rates):
         raise ValueError(f"learning_rates must be positive numbers, got {learning_rates}")
     split = load_split(dataset, num_train=num_train, seed=seeds[0])
-    tables = neighbour_tables(split)
     tuning_seed = max(seeds) + 1
     num_tuning = len(learning_rates) if len(learning_rates) > 1 else 0
     bar = tqdm(total=len(methods) * (len(seeds) + num_tuning), desc="compare",
@@ -384,7 +406,7 @@ def run_comparison(
     def run(method: str, seed: int, lr: float) -> RunResult:
         result = train_and_score(
             method, split, seed, budget, lr=lr, code_init=code_init, num_checkpoints=num_checkpoints,
-            eval_particles=eval_particles, tables=tables,
+            eval_particles=eval_particles, test_particles=test_particles, max_test_particles=max_test_particles,
         )
         bar.update()
         return result
@@ -402,26 +424,31 @@ def run_comparison(
 
 
 def summary_table(split: Split, runs: list[RunResult]) -> str:
-    """Per method: its learning rate, test LL median and spread (min..max over seeds), the
-    largest importance-sampling standard error, passes per point per step, median passes and
-    training seconds to the best checkpoint, and (MAPA, exact) the empiricalized model's
+    """Per method: its learning rate; the test LL's median and spread (min..max over seeds)
+    by importance sampling, and the most samples per point a seed needed; the median by grid
+    quadrature (``d <= 2``: the check); passes per point per step; median passes and
+    training seconds to the best checkpoint; and (MAPA, exact) the empiricalized model's
     exact test LL (median)."""
     import statistics
 
+    def median_or_dash(values: list) -> str:
+        return f"{statistics.median(values):9.3f}" if None not in values else f"{'-':>9}"
+
     lines = [
         f"{split.name}: N = {len(split.train)}, sigma = {split.sigma}, seeds = {sorted({r.seed for r in runs})}",
-        f"{'method':12} {'lr':>6} {'test LL':>9} {'min..max':>17} {'IS se':>6} {'dec/pt/step':>11} {'enc/pt/step':>11} "
-        f"{'passes to best':>14} {'s to best':>9} {'empirical':>9}",
+        f"{'method':12} {'lr':>6} {'test LL':>9} {'min..max':>17} {'samples':>7} {'grid':>9} {'dec/pt/step':>11} "
+        f"{'enc/pt/step':>11} {'passes to best':>14} {'s to best':>9} {'empirical':>9}",
     ]
     for method in dict.fromkeys(r.method for r in runs):
         rs = [r for r in runs if r.method == method]
         ll = [r.test_ll for r in rs]
         lines.append(
             f"{method:12} {rs[0].lr:6.3g} {statistics.median(ll):9.3f} {min(ll):8.3f}..{max(ll):<8.3f} "
-            f"{max(r.test_se for r in rs):6.3f} {statistics.median(r.decoder_per_point_step for r in rs):11.2f} "
+            f"{max(r.test_particles for r in rs):7d} {median_or_dash([r.grid_test_ll for r in rs])} "
+            f"{statistics.median(r.decoder_per_point_step for r in rs):11.2f} "
             f"{statistics.median(r.encoder_per_point_step for r in rs):11.2f} "
             f"{statistics.median(r.passes_to_best for r in rs):14.0f} {statistics.median(r.seconds_to_best for r in rs):9.1f} "
-            + (f"{statistics.median(r.empirical_test_ll for r in rs):9.3f}" if rs[0].empirical_test_ll is not None else f"{'-':>9}")
+            + median_or_dash([r.empirical_test_ll for r in rs])
         )
     if split.true_test is not None:
         lines.append(f"{'true model':12} {'':>6} {split.true_test:9.3f}   (the ceiling)")

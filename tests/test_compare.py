@@ -9,15 +9,15 @@ import torch
 from pyro_mapa import pca_codes
 from pyro_mapa.baselines import empirical_model, make_decoder
 from pyro_mapa.cli import main
-from pyro_mapa.evaluate import empirical_log_likelihood
+from pyro_mapa.evaluate import LogLikelihood, empirical_log_likelihood
 from pyro_mapa.compare import (
     build_method,
     load_split,
-    neighbour_tables,
     parse_method,
     restore_params,
     run_comparison,
     snapshot_params,
+    stable_log_likelihood,
     train_and_score,
 )
 
@@ -32,7 +32,8 @@ def split():
     [("vae", 1.0, 1.0), ("iwae-5", 5.0, 1.0), ("autonormal", 1.0, 0.0), ("autodelta", 1.0, 0.0)],
 )
 def test_passes_per_point_per_step_of_the_vae_family(split, method, decoder_per_step, encoder_per_step):
-    result = train_and_score(method, split, seed=0, budget=4000, num_checkpoints=2, eval_particles=10, test_particles=20)
+    result = train_and_score(method, split, seed=0, budget=4000, num_checkpoints=2, eval_particles=10, test_particles=20,
+                             max_test_particles=20)
     # counted by hooks, not computed; the guides' one-time set-up (build_method) is not training
     assert result.decoder_per_point_step == decoder_per_step
     assert result.encoder_per_point_step == encoder_per_step
@@ -46,10 +47,12 @@ def test_passes_per_point_per_step_of_the_vae_family(split, method, decoder_per_
 
 def test_mapa_runs_the_decoder_on_distinct_indices(split):
     """K + S = 15 particles per point, but the decoder runs once per distinct index of the step."""
-    result = train_and_score("mapa-5-10", split, seed=0, budget=6000, num_checkpoints=1, eval_particles=10, test_particles=20)
+    result = train_and_score("mapa-5-10", split, seed=0, budget=6000, num_checkpoints=1, eval_particles=10, test_particles=20,
+                               max_test_particles=20)
     assert 1.0 < result.decoder_per_point_step < 15.0
     assert result.encoder_per_point_step == 0.0
-    exact = train_and_score("exact", split, seed=0, budget=6000, num_checkpoints=1, eval_particles=10, test_particles=20)
+    exact = train_and_score("exact", split, seed=0, budget=6000, num_checkpoints=1, eval_particles=10, test_particles=20,
+                               max_test_particles=20)
     # all N codes once per step of 100
     assert exact.decoder_per_point_step == 200 / 100
 
@@ -70,7 +73,7 @@ def test_digits_split_is_the_real_data():
 def test_cli_writes_a_table_json_and_plot(tmp_path, capsys):
     out = tmp_path / "run"
     main(["compare", "--dataset", "absolute-value", "--seeds", "0", "1", "--budget", "3000",
-          "--methods", "vae", "mapa-2-3", "--out", str(out), "--quiet"])
+          "--methods", "vae", "mapa-2-3", "--out", str(out), "--max-test-particles", "1000", "--quiet"])
     printed = capsys.readouterr().out
     assert "vae" in printed and "mapa-2-3" in printed and "true model" in printed
     record = json.loads((out / "results.json").read_text())
@@ -112,7 +115,7 @@ def test_learning_rate_is_chosen_per_method_on_a_separate_tuning_seed(split):
     """Three rates: each method trains at each on an unreported seed (one past the last),
     and every reported seed trains afresh at the rate whose tuning run validated best."""
     rates = (1e-3, 3e-2, 1e-4)  # the best (3e-2 here) in the middle: neither "first" nor "last" would pass
-    kwargs = dict(num_checkpoints=2, eval_particles=10)
+    kwargs = dict(num_checkpoints=2, eval_particles=10, test_particles=10, max_test_particles=10)
     _, runs, tuning = run_comparison("absolute-value", ["vae", "mapa-2-3"], [0, 1], 3000, learning_rates=rates,
                                      num_train=200, progress=False, **kwargs)
     assert [(r.method, r.seed) for r in runs] == [("vae", 0), ("vae", 1), ("mapa-2-3", 0), ("mapa-2-3", 1)]
@@ -123,7 +126,7 @@ def test_learning_rate_is_chosen_per_method_on_a_separate_tuning_seed(split):
         assert chosen == 3e-2
         reported = [r for r in runs if r.method == method]
         assert all(r.lr == chosen for r in reported)
-        fresh = train_and_score(method, split, 0, 3000, lr=chosen, tables=neighbour_tables(split), **kwargs)
+        fresh = train_and_score(method, split, 0, 3000, lr=chosen, **kwargs)
         assert reported[0].best_val_ll == fresh.best_val_ll  # seed 0 trained at the chosen rate, not reused
 
 
@@ -134,7 +137,8 @@ def test_the_test_score_is_the_best_validation_checkpoints(split, monkeypatch):
 
     snapshots = []
     monkeypatch.setattr(compare, "snapshot_params", lambda: snapshots.append(snapshot_params()) or snapshots[-1])
-    result = train_and_score("mapa-2-3", split, 0, 8000, lr=1.0, num_checkpoints=8, eval_particles=10, test_particles=10)
+    result = train_and_score("mapa-2-3", split, 0, 8000, lr=1.0, num_checkpoints=8, eval_particles=10,
+                             test_particles=10, max_test_particles=10)
     val = [c[1] for c in result.curve]
     assert val.index(max(val)) < len(val) - 1, "the best checkpoint should not be the last one here"
     best = snapshots[-1]
@@ -187,3 +191,19 @@ def test_a_snapshot_of_the_param_store_restores_the_method(split, method):
     assert torch.equal(after[0], before[0]) and torch.equal(after[1], before[1])
     for name, value in pyro.get_param_store().named_parameters():  # every one, AutoNormal's scales included
         assert torch.equal(value.detach(), state[name])
+
+
+def test_stable_log_likelihood_adds_samples_until_the_mean_stops_moving():
+    """A fake estimate biased low by 5 / P nats: from 100 samples it takes 100, 400, 1600
+    (bias 0.05, 0.0125, 0.003: the last step moves it by 0.009 < 0.01) and stops there."""
+    calls = []
+
+    def estimate(particles):
+        calls.append(particles)
+        return LogLikelihood(torch.full((3,), -1.0 - 5.0 / particles), torch.zeros(3))
+
+    result, particles = stable_log_likelihood(estimate, 100, 10**6)
+    assert calls == [100, 400, 1600] and particles == 1600
+    assert result.value.mean().item() == pytest.approx(-1.0 - 5.0 / 1600)
+    _, particles = stable_log_likelihood(estimate, 100, 500)  # the limit stops it first
+    assert particles == 400

@@ -1,0 +1,68 @@
+"""How much does the final model's prior family cost? (issue 3: "fitting the prior")
+
+MAPA and exact enumeration learn an empiricalized model (one code per training point);
+the final model replaces its empirical prior by a parametric `p_psi(z)` fitted to the codes
+(`pyro_mapa.fit_prior`). Each method is trained once per seed by
+`pyro_mapa.compare.train_and_score`, and its best-validation checkpoint's test
+log-likelihood is computed exactly for the empiricalized model and, for each prior family,
+by the comparison's estimator until stable to 0.01 nats (`stable_log_likelihood`).
+
+    python benchmarks/prior_family.py --dataset spiral-dots --lr 0.03 --seeds 0 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import torch
+
+from pyro_mapa import fit_prior
+from pyro_mapa.compare import continuous_log_likelihood, load_split, stable_log_likelihood, train_and_score
+from pyro_mapa.evaluate import empirical_log_likelihood
+
+FAMILIES = {
+    "gaussian": dict(family="gaussian"),
+    "gmm-10": dict(family="gmm", num_components=10),
+    "gmm-30": dict(family="gmm", num_components=30),
+    "flow": dict(family="flow", num_steps=1000),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--dataset", default="spiral-dots")
+    parser.add_argument("--methods", nargs="+", default=["mapa-5-10", "exact"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--budget", type=int, default=1_000_000)
+    parser.add_argument("--lr", type=float, default=0.03)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    split = load_split(args.dataset, seed=args.seeds[0])
+    print(f"{args.dataset}: budget {args.budget}, lr {args.lr}, seeds {args.seeds}; true test LL {split.true_test}")
+    print("| method | empiricalized (exact) | " + " | ".join(FAMILIES) + " |")
+    print("|---" * (2 + len(FAMILIES)) + "|", flush=True)
+    for method in args.methods:
+        rows = []
+        for seed in args.seeds:
+            row = []
+
+            def score(decoder, _, codes):
+                row.append(empirical_log_likelihood(decoder, codes, split.test, split.sigma).mean().item())
+                for options in FAMILIES.values():
+                    prior = fit_prior(codes, seed=seed, progress=False, **options)
+                    ll, _ = stable_log_likelihood(
+                        lambda p: continuous_log_likelihood(decoder, prior, split.sigma, codes, split.test, p), 2000, 32000
+                    )
+                    row.append(ll.value.mean().item())
+
+            train_and_score(method, split, seed, args.budget, lr=args.lr, max_test_particles=1000, inspect=score)
+            rows.append(row)
+        medians = [statistics.median(column) for column in zip(*rows)]
+        spreads = [f"{m:.3f} ({min(c):.3f}..{max(c):.3f})" for m, c in zip(medians, zip(*rows))]
+        print(f"| {method} | " + " | ".join(spreads) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

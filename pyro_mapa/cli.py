@@ -41,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--eval-particles", type=int, default=100,
                          help="importance samples per point at each checkpoint (the curves and the choice of checkpoint)")
     compare.add_argument("--max-test-particles", type=int, default=64000,
-                         help="at most this many samples per point for the final test LL (1,000, then x4 until stable)")
+                         help="at most this many samples per point for the final test LL (2,000, then x4 until stable)")
     compare.add_argument("--out", default="mapa-compare", help="folder for results.json and compare.png")
     compare.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser

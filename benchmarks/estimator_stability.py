@@ -49,14 +49,15 @@ def main() -> None:
 
             for p in args.particles:
                 scores[p] = estimate(p).value.mean().item()
-            stable, scores["samples"] = stable_log_likelihood(estimate, 2000, 32000)  # the comparison's defaults
+            stable, scores["samples"], _ = stable_log_likelihood(estimate, 2000, 32000)  # the comparison's defaults
             scores["stable"] = stable.value.mean().item()
             d = codes.shape[1]
             low, high = codes.min().item() - 4.0, codes.max().item() + 4.0
             points = args.grid or (20001 if d == 1 else 801)
             scores["grid"] = grid_log_likelihood(decoder, prior, split.sigma, split.test, low, high, points).mean().item()
 
-        train_and_score(method, split, args.seed, args.budget, lr=float(lr), max_test_particles=1000, inspect=score)
+        train_and_score(method, split, args.seed, args.budget, lr=float(lr),
+                       test_particles=1000, max_test_particles=1000, inspect=score)
         print(f"| {method} | {lr} | " + " | ".join(f"{scores[p]:.3f}" for p in args.particles)
               + f" | {scores['stable']:.3f} ({scores['samples']}) | {scores['grid']:.3f} "
               f"| {scores['stable'] - scores['grid']:+.3f} |", flush=True)

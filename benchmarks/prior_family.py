@@ -52,12 +52,13 @@ def main() -> None:
                 row.append(empirical_log_likelihood(decoder, codes, split.test, split.sigma).mean().item())
                 for options in FAMILIES.values():
                     prior = fit_prior(codes, seed=seed, progress=False, **options)
-                    ll, _ = stable_log_likelihood(
+                    ll, _, _ = stable_log_likelihood(
                         lambda p: continuous_log_likelihood(decoder, prior, split.sigma, codes, split.test, p), 2000, 32000
                     )
                     row.append(ll.value.mean().item())
 
-            train_and_score(method, split, seed, args.budget, lr=args.lr, max_test_particles=1000, inspect=score)
+            train_and_score(method, split, seed, args.budget, lr=args.lr,
+                           test_particles=1000, max_test_particles=1000, inspect=score)
             rows.append(row)
         medians = [statistics.median(column) for column in zip(*rows)]
         spreads = [f"{m:.3f} ({min(c):.3f}..{max(c):.3f})" for m, c in zip(medians, zip(*rows))]

@@ -40,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
                          help="where per-point codes start (MAPA, exact, AutoDelta, AutoNormal)")
     compare.add_argument("--eval-particles", type=int, default=100,
                          help="importance samples per point at each checkpoint (the curves and the choice of checkpoint)")
-    compare.add_argument("--max-test-particles", type=int, default=64000,
+    compare.add_argument("--max-test-particles", type=int, default=32000,
                          help="at most this many samples per point for the final test LL (2,000, then x4 until stable)")
     compare.add_argument("--out", default="mapa-compare", help="folder for results.json and compare.png")
     compare.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     table = summary_table(split, runs)
     print(table)
     record = {"dataset": args.dataset, "budget": args.budget, "lr": args.lr, "code_init": args.code_init,
-              "eval_particles": args.eval_particles,
+              "eval_particles": args.eval_particles, "max_test_particles": args.max_test_particles,
               "true_test": split.true_test,
               "runs": [asdict(r) for r in runs], "tuning_runs": [asdict(r) for r in tuning], "table": table}
     (out / "results.json").write_text(json.dumps(record, indent=1))

@@ -120,15 +120,23 @@ def grid_log_likelihood(
     >>> round(dist.Normal(0.0, 1.25**0.5).log_prob(x).item(), 5)
     -1.06651
     """
+    if len(prior.event_shape) != 1 or prior.event_shape[0] > 2:
+        raise ValueError(
+            f"grid_log_likelihood integrates over d <= 2 latent dimensions (a prior of event shape (d,)), "
+            f"got event shape {tuple(prior.event_shape)}"
+        )
     d = prior.event_shape[0]
-    if d > 2:
-        raise ValueError(f"grid_log_likelihood integrates over d <= 2 latent dimensions, got d = {d}")
+    if x.dim() != 2:
+        raise ValueError(f"x must be a (num_points, D) matrix, got shape {tuple(x.shape)}")
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ValueError(f"the grid needs finite low < high, got [{low}, {high}]")
+    check_count(num_points, "num_points")
     step = (high - low) / num_points
     axis = torch.linspace(low + step / 2, high - step / 2, num_points, dtype=x.dtype, device=x.device)
     grid = torch.cartesian_prod(*[axis] * d).reshape(-1, d)
     total = torch.full((len(x),), -math.inf, dtype=x.dtype, device=x.device)
-    with torch.no_grad():  # grid chunks of at most 2^24 / len(x) points: bounded memory, one pass over x each
-        for chunk in grid.split(max(1, 2**24 // len(x))):
+    with torch.no_grad():  # grid chunks of 2^24 / max(len(x), D) points: bounded memory, one pass over x each
+        for chunk in grid.split(max(1, 2**24 // max(len(x), x.shape[1]))):
             squared = _squared_distances(x / sigma, decoder(chunk) / sigma)  # (len(x), len(chunk))
             total = torch.logaddexp(total, (prior.log_prob(chunk) - 0.5 * squared).logsumexp(-1))
     dim = x.shape[-1]

@@ -8,8 +8,9 @@ training point (the empiricalized model's codes, or an encoder's means); the cod
 decoded means ``f(c_m)`` lie nearest ``x`` are the anchors, weighted by
 ``w_m ∝ N(x; f(c_m), sigma^2 I)`` (the empiricalized model's own index posterior,
 restricted to the ``K`` best). Linearising the decoder at an anchor,
-``f(z) ~ f(c_m) + J_m (z - c_m)``, with a standard normal prior's curvature, gives a
-Gaussian with
+``f(z) ~ f(c_m) + J_m (z - c_m)``, with a standard normal prior's curvature (whatever
+the model's prior: for another prior the components sit a little off, which costs samples,
+not bias), gives a Gaussian with
 
 .. math::
     \Lambda_m = J_m^\top J_m / \sigma^2 + I, \qquad
@@ -116,10 +117,14 @@ def laplace_mixture_proposal(
         table = exact_neighbors(x, means, kernel, num_anchors, progress=False)
         jac, centre = jacobians[table.index], codes[table.index]  # (B, K, D, d), (B, K, d)
         residual = x.unsqueeze(1) - means[table.index]  # (B, K, D)
-        cholesky = torch.linalg.cholesky(jac.transpose(-1, -2) @ jac / sigma**2 + eye)
-        gradient = (jac.transpose(-1, -2) @ residual.unsqueeze(-1)).squeeze(-1) / sigma**2 - centre
+        # the d x d algebra in float64: a steep decoder with a rank-deficient Jacobian makes
+        # Lambda_m too ill-conditioned for a float32 Cholesky factorisation
+        jac64 = jac.double()
+        cholesky = torch.linalg.cholesky(jac64.transpose(-1, -2) @ jac64 / sigma**2 + eye.double())
+        gradient = (jac64.transpose(-1, -2) @ residual.double().unsqueeze(-1)).squeeze(-1) / sigma**2 - centre.double()
         step = torch.cholesky_solve(gradient.unsqueeze(-1), cholesky).squeeze(-1)
-        return table.log_prob, centre + step, inflation * torch.linalg.cholesky(torch.cholesky_inverse(cholesky))
+        scale_tril = inflation * torch.linalg.cholesky(torch.cholesky_inverse(cholesky))
+        return table.log_prob, centre + step.to(codes.dtype), scale_tril.to(codes.dtype)
 
     def proposal(x: torch.Tensor) -> None:
         with torch.no_grad():

@@ -202,8 +202,10 @@ def test_stable_log_likelihood_adds_samples_until_the_mean_stops_moving():
         calls.append(particles)
         return LogLikelihood(torch.full((3,), -1.0 - 5.0 / particles), torch.zeros(3))
 
-    result, particles = stable_log_likelihood(estimate, 100, 10**6)
-    assert calls == [100, 400, 1600] and particles == 1600
+    result, particles, converged = stable_log_likelihood(estimate, 100, 10**6)
+    assert calls == [100, 400, 1600] and particles == 1600 and converged
     assert result.value.mean().item() == pytest.approx(-1.0 - 5.0 / 1600)
-    _, particles = stable_log_likelihood(estimate, 100, 500)  # the limit stops it first
-    assert particles == 400
+    _, particles, converged = stable_log_likelihood(estimate, 100, 500)  # the limit stops it first
+    assert particles == 400 and not converged
+    with pytest.raises(ValueError, match="limit"):
+        stable_log_likelihood(estimate, 2000, 1000)

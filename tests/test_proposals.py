@@ -87,3 +87,43 @@ def test_anchors_are_the_codes_that_decode_nearest_x_weighted_by_the_likelihood(
     assert torch.allclose(fn.log_prob(z), expected)
     draws = fn.sample(torch.Size([20000]))
     assert abs((draws.squeeze() < -1.5).float().mean().item() - 0.2 * dist.Normal(0.0, 1.0).cdf(torch.tensor(-1.5)).item()) < 0.005
+
+
+def test_a_steep_decoder_with_a_rank_deficient_jacobian_in_float32():
+    """A float32 decoder of z_1 + z_2 only, with gain 30 (sigma = 0.05, D = 64): the d x d
+    precision J^T J / sigma^2 + I has eigenvalues near 10^7 and 1, which a float32 Cholesky
+    factorisation cannot resolve; the proposal still samples and scores finite values."""
+    g = torch.Generator().manual_seed(1)
+    direction = torch.randn(64, generator=g)
+    decoder = lambda z: 30.0 * torch.tanh(z.sum(-1, keepdim=True)) * direction  # noqa: E731
+    codes = torch.randn(200, 2, generator=g)
+    proposal = laplace_mixture_proposal(decoder, codes, 0.05)
+    x = decoder(torch.randn(50, 2, generator=g)) + 0.05 * torch.randn(50, 64, generator=g)
+    node = pyro.poutine.trace(proposal).get_trace(x).nodes["z"]
+    assert node["value"].dtype == torch.float32
+    assert torch.isfinite(node["fn"].log_prob(node["value"])).all()
+
+
+def test_the_grid_matches_a_two_dimensional_closed_form(float64):
+    """A linear decoder and a N(0, I) prior in d = 2: p(x) = N(x; b, A A^T + sigma^2 I)."""
+    g = torch.Generator().manual_seed(0)
+    A, b, sigma = torch.randn(4, 2, generator=g), torch.randn(4, generator=g), 0.5
+    prior = dist.Normal(torch.zeros(2), 1.0).to_event(1)
+    x = torch.randn(7, 4, generator=g)
+    grid = grid_log_likelihood(lambda z: z @ A.T + b, prior, sigma, x, -8.0, 8.0, 401)
+    exact = dist.MultivariateNormal(b, A @ A.T + sigma**2 * torch.eye(4)).log_prob(x)
+    assert torch.allclose(grid, exact, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "prior, x, low, high, num_points, match",
+    [
+        (dist.Normal(0.0, 1.0), torch.zeros(1, 1), -1.0, 1.0, 11, "event shape"),
+        (dist.Normal(torch.zeros(1), 1.0).to_event(1), torch.zeros(3), -1.0, 1.0, 11, "matrix"),
+        (dist.Normal(torch.zeros(1), 1.0).to_event(1), torch.zeros(1, 1), 1.0, 1.0, 11, "low < high"),
+        (dist.Normal(torch.zeros(1), 1.0).to_event(1), torch.zeros(1, 1), -1.0, 1.0, 0, "num_points"),
+    ],
+)
+def test_the_grid_names_bad_input(prior, x, low, high, num_points, match):
+    with pytest.raises(ValueError, match=match):
+        grid_log_likelihood(lambda z: z, prior, 0.1, x, low, high, num_points)

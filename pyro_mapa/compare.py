@@ -339,7 +339,9 @@ def train_and_score(
         if decoder_passes.count >= next_checkpoint or decoder_passes.count >= budget:
             next_checkpoint += budget / num_checkpoints
             passes = decoder_passes.count  # the training passes so far
-            with torch.no_grad(), ExitStack() as evaluation:  # evaluation passes are not training passes
+            # evaluation passes are not training passes, and its random draws come from a forked
+            # generator: the training trajectory does not depend on the evaluation's settings
+            with torch.no_grad(), torch.random.fork_rng(), ExitStack() as evaluation:
                 for counter in filter(None, (decoder_passes, encoder_passes)):
                     evaluation.enter_context(counter.paused())
                 prior, codes = current_prior()

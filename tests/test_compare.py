@@ -57,6 +57,16 @@ def test_mapa_runs_the_decoder_on_distinct_indices(split):
     assert exact.decoder_per_point_step == 200 / 100
 
 
+def test_the_evaluation_does_not_change_the_training_trajectory(split):
+    """Checkpoint scoring draws from a forked generator: with 10 or 40 evaluation samples
+    MAPA takes the same minibatches and particles, so it decodes the same distinct codes
+    step for step (its pass count at every checkpoint is the same)."""
+    runs = [train_and_score("mapa-1-10", split, seed=0, budget=20000, num_checkpoints=4, eval_particles=p,
+                            test_particles=10, max_test_particles=10) for p in (10, 40)]
+    assert [c[0] for c in runs[0].curve] == [c[0] for c in runs[1].curve]
+    assert runs[0].total_passes == runs[1].total_passes
+
+
 def test_method_names():
     assert parse_method("mapa-5-10") == ("mapa", (5, 10))
     with pytest.raises(ValueError, match="unknown method 'mapa-5'"):

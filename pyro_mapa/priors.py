@@ -46,7 +46,14 @@ def _gmm(codes: torch.Tensor, num_components: int, seed: int) -> dist.Distributi
 
 
 def _flow(codes: torch.Tensor, num_steps: int, seed: int, progress: bool | None) -> dist.Distribution:
-    torch.manual_seed(seed)
+    # its own generator and gradients on: the caller's random state is left alone, and a
+    # fit inside ``torch.no_grad()`` (a scoring loop) still trains
+    with torch.random.fork_rng(), torch.enable_grad():
+        torch.manual_seed(seed)
+        return _train_flow(codes, num_steps, progress)
+
+
+def _train_flow(codes: torch.Tensor, num_steps: int, progress: bool | None) -> dist.Distribution:
     d = codes.shape[1]
     # standardise first (an affine map), so that the spline's bounded region covers the codes
     loc, scale = codes.mean(0), codes.std(0).clamp_min(1e-6)

@@ -52,6 +52,22 @@ def test_flow_in_two_dimensions_beats_the_gaussian():
         assert flow.log_prob(codes).mean() > fit_prior(codes, "gaussian").log_prob(codes).mean() + 0.3
 
 
+def test_flow_fits_inside_no_grad_and_leaves_the_random_state_alone():
+    """A scoring loop fits priors under torch.no_grad(); the flow still trains (the same fit
+    as outside it), and the caller's random stream goes on as if nothing had been drawn."""
+    codes = bimodal()[:, :1]
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    with torch.no_grad():
+        inside = fit_prior(codes, "flow", num_steps=100, seed=1, progress=False)
+    assert torch.equal(torch.rand(3), expected_next)
+    outside = fit_prior(codes, "flow", num_steps=100, seed=1, progress=False)
+    with torch.no_grad():
+        assert torch.allclose(inside.log_prob(codes), outside.log_prob(codes))
+        assert inside.log_prob(codes).mean() > fit_prior(codes, "gaussian").log_prob(codes).mean() + 0.2
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"family": "student"}, "family must be"),
     ({"family": "gmm", "num_components": 5000}, "num_components=5000 is larger"),

@@ -299,6 +299,8 @@ def train_and_score(
                         ("eval_particles", eval_particles), ("test_particles", test_particles),
                         ("max_test_particles", max_test_particles)]:
         check_count(count, name)
+    if max_test_particles < test_particles:
+        raise ValueError(f"max_test_particles ({max_test_particles}) is below test_particles ({test_particles})")
     pyro.set_rng_seed(seed)
     pyro.clear_param_store()
     train, sigma, d = split.train, split.sigma, split.latent_dim

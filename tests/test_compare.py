@@ -141,17 +141,31 @@ def test_learning_rate_is_chosen_per_method_on_a_separate_tuning_seed(split):
 
 
 def test_the_test_score_is_the_best_validation_checkpoints(split, monkeypatch):
-    """Scored once at the end, with the parameters of the checkpoint that validated best,
-    which here (a learning rate that wrecks training) is not the last one."""
+    """Scored once at the end, with the parameters of the checkpoint that validated best:
+    the validation score of the third of 8 checkpoints is raised by 1,000 nats, so that one
+    is the best, and the final scores must be those of its parameters, not the last ones."""
     import pyro_mapa.compare as compare
 
-    snapshots = []
+    snapshots, val_calls = [], []
     monkeypatch.setattr(compare, "snapshot_params", lambda: snapshots.append(snapshot_params()) or snapshots[-1])
-    result = train_and_score("mapa-2-3", split, 0, 8000, lr=1.0, num_checkpoints=8, eval_particles=10,
+    scored = compare.continuous_log_likelihood
+
+    def rigged(decoder, prior, sigma, codes, x, num_particles):
+        estimate = scored(decoder, prior, sigma, codes, x, num_particles)
+        if x is split.val:
+            val_calls.append(codes.clone())
+            if len(val_calls) == 3:
+                return estimate._replace(value=estimate.value + 1000.0)
+        return estimate
+
+    monkeypatch.setattr(compare, "continuous_log_likelihood", rigged)
+    result = train_and_score("mapa-2-3", split, 0, 8000, lr=0.1, num_checkpoints=8, eval_particles=10,
                              test_particles=10, max_test_particles=10)
     val = [c[1] for c in result.curve]
-    assert val.index(max(val)) < len(val) - 1, "the best checkpoint should not be the last one here"
+    assert len(val) == 8 and val.index(max(val)) == 2
     best = snapshots[-1]
+    assert torch.equal(best["codes"], val_calls[2]) and not torch.equal(best["codes"], val_calls[-1])
+    assert torch.equal(pyro.param("codes").detach(), best["codes"])  # restored
     decoder = make_decoder(split.latent_dim, split.train.shape[1])
     decoder.load_state_dict({name.split("$$$")[1]: v for name, v in best.items() if name.startswith("decoder$$$")})
     expected = empirical_log_likelihood(decoder, best["codes"], split.test, split.sigma).mean().item()
@@ -164,6 +178,8 @@ def test_bad_settings_are_named_before_training(split):
         train_and_score("vae", split, 0, 0)
     with pytest.raises(ValueError, match="num_checkpoints"):
         train_and_score("vae", split, 0, 100, num_checkpoints=0)
+    with pytest.raises(ValueError, match="max_test_particles"):
+        train_and_score("vae", split, 0, 100, test_particles=2000, max_test_particles=1000)
     with pytest.raises(ValueError, match="digits has a fixed split"):
         load_split("digits", num_train=200)
     pyro.param("stale", torch.zeros(1))

@@ -13,7 +13,7 @@ from .datasets import SYNTHETIC_DATASETS
 __all__ = ["DEFAULT_METHODS", "main"]
 
 #: What ``pyro-mapa compare`` runs by default (AutoNormal and more IWAE and MAPA settings on
-#: request): DEFAULT_MINUTES minutes for 3 seeds on 2 cores (README).
+#: request): about 5 minutes for 3 seeds on 2 cores (README).
 DEFAULT_METHODS = ["vae", "iwae-20", "autodelta", "mapa-5-10", "exact"]
 
 

@@ -167,6 +167,13 @@ class StableEstimate(NamedTuple):
     converged: bool
 
 
+def _check_sample_range(start: int, limit: int, start_name: str, limit_name: str) -> None:
+    """Both counts are positive ints and ``start <= limit`` (what stable_log_likelihood needs)."""
+    check_count(start, start_name)
+    if check_count(limit, limit_name) < start:
+        raise ValueError(f"{limit_name} ({limit}) is below {start_name} ({start})")
+
+
 def stable_log_likelihood(
     estimate: Callable[[int], LogLikelihood], start: int, limit: int, tolerance: float = 0.01
 ) -> StableEstimate:
@@ -175,9 +182,7 @@ def stable_log_likelihood(
     An importance-sampling estimate of ``log p`` is biased low, the less the more samples,
     so a mean that stops rising is one that has stopped moving. ``start == limit`` gives
     one estimate, not called converged."""
-    check_count(start, "start")
-    if check_count(limit, "limit") < start:
-        raise ValueError(f"the sample limit ({limit}) is below the starting sample count ({start})")
+    _check_sample_range(start, limit, "start", "limit")
     particles, current = start, estimate(start)
     while 4 * particles <= limit:
         particles, previous, current = 4 * particles, current, estimate(4 * particles)
@@ -296,11 +301,9 @@ def train_and_score(
     """
     kind, _ = parse_method(method)
     for name, count in [("budget", budget), ("batch_size", batch_size), ("num_checkpoints", num_checkpoints),
-                        ("eval_particles", eval_particles), ("test_particles", test_particles),
-                        ("max_test_particles", max_test_particles)]:
+                        ("eval_particles", eval_particles)]:
         check_count(count, name)
-    if max_test_particles < test_particles:
-        raise ValueError(f"max_test_particles ({max_test_particles}) is below test_particles ({test_particles})")
+    _check_sample_range(test_particles, max_test_particles, "test_particles", "max_test_particles")
     pyro.set_rng_seed(seed)
     pyro.clear_param_store()
     train, sigma, d = split.train, split.sigma, split.latent_dim

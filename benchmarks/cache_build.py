@@ -29,13 +29,13 @@ def _peak_mib() -> float:
 
 def _one(kind: str, num_points: int, dim: int, num_neighbors: int, seed: int) -> dict:
     from pyro_mapa import MAPAPosterior
-    from pyro_mapa.neighbors import DEFAULT_BLOCK_ENTRIES
+    from pyro_mapa.cache.neighbors import DEFAULT_BLOCK_ENTRIES
 
     data = torch.randn(num_points, dim, generator=torch.Generator().manual_seed(seed))
     baseline = _peak_mib()
     start = time.perf_counter()
     if kind == "cache":
-        MAPAPosterior.fit(data, scale=1.0, num_neighbors=num_neighbors, progress=False)
+        MAPAPosterior.fit(data, scale=1.0, num_cached=num_neighbors, progress=False)
     else:  # the floor: the same row blocks, only X_block @ X.T, into one reused buffer
         rows = max(1, min(num_points, DEFAULT_BLOCK_ENTRIES // num_points))
         out = torch.empty(rows, num_points)

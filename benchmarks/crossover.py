@@ -6,7 +6,7 @@ N training points, 500 test points). Exact enumeration is `MAPA_ELBO` with K = N
 code once per step: N decoder passes per step, whatever the batch); MAPA is K = 1,
 S = 10 (one pass per distinct index among a step's particles). Both are scored the same
 way, by the empiricalized model's exact test log-likelihood
-(`pyro_mapa.evaluate.empirical_log_likelihood`, no sampling), at 20 checkpoints of a
+(`pyro_mapa.evaluation.empirical_log_likelihood`, no sampling), at 20 checkpoints of a
 budget of max(steps-exact x N, min-budget) decoder passes. The target is the lower of
 the two methods' best test values; we report the passes (and seconds) each took to
 first reach it, and the ratio MAPA / exact (below 1: MAPA is cheaper). Both start from
@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from empirical_training import train_curve
 
-from pyro_mapa.compare import load_split
+from pyro_mapa.experiments import load_split
 
 
 def first_reaching(curve: list[dict], target: float) -> tuple[int, float]:

@@ -1,6 +1,6 @@
 """Train the empiricalized model by MAPA_ELBO and score it exactly at checkpoints.
 
-Shared by crossover.py and ks_grid.py. The model is `pyro_mapa.baselines.empirical_model`
+Shared by crossover.py and ks_grid.py. The model is `pyro_mapa.experiments.baselines.empirical_model`
 (the comparison's decoder, fixed sigma, one code per training point); "mapa-K-S" trains
 it with `MAPA_ELBO(K, S)`, "exact" with `MAPA_ELBO(N, 0)` (exact enumeration: every code
 once per step). At each checkpoint the empiricalized model is scored by its exact
@@ -18,11 +18,12 @@ import torch._dynamo  # noqa: F401  (torch.optim imports it on its first step, ~
 from pyro.infer import SVI
 from pyro.optim import Adam
 
-from pyro_mapa import MAPA_ELBO, MAPAGuide, MAPAPosterior, pca_codes
-from pyro_mapa.baselines import empirical_model, make_decoder
-from pyro_mapa.compare import Split, parse_method
-from pyro_mapa.counting import PassCounter
-from pyro_mapa.evaluate import empirical_log_likelihood
+from pyro_mapa import MAPAGuide, MAPAPosterior, pca_codes
+from pyro_mapa.evaluation import empirical_log_likelihood
+from pyro_mapa.experiments import Split, parse_method
+from pyro_mapa.experiments.baselines import empirical_model, make_decoder
+from pyro_mapa.experiments.counting import PassCounter
+from pyro_mapa.experiments.methods import MAPA
 
 
 def train_curve(
@@ -51,9 +52,9 @@ def train_curve(
         unit variance).
     :param bandwidth_factor: the cache's ``h`` in units of its default ``sqrt(2) sigma``.
     """
-    kind, numbers = parse_method(method)
-    if kind not in ("mapa", "exact"):
-        raise ValueError(f"{method}: only mapa-K-S and exact train the empiricalized model")
+    method = parse_method(method)
+    if not isinstance(method, MAPA):
+        raise ValueError(f"{method.label}: only mapa-K-S and exact train the empiricalized model")
     pyro.set_rng_seed(seed)
     pyro.clear_param_store()
     train, sigma, (num_points, obs_dim), d = split.train, split.sigma, split.train.shape, split.latent_dim
@@ -71,10 +72,10 @@ def train_curve(
 
     posterior = MAPAPosterior.fit(
         train, scale=sigma, bandwidth=bandwidth_factor * 2**0.5 * sigma,
-        num_neighbors=min(num_points, max([64, *numbers])), progress=False,
+        num_cached=min(num_points, max(64, method.num_neighbors, method.num_samples)), progress=False,
     )
     guide = MAPAGuide(model, posterior, create_plates=lambda x, idx=None: pyro.plate("data", num_points, subsample=idx))
-    elbo = MAPA_ELBO(*((num_points, 0) if kind == "exact" else numbers), max_plate_nesting=1)
+    elbo = method.bound(num_points)
     svi = SVI(model, guide, Adam({"lr": lr}), loss=elbo)
     points = {"train": train, "val": split.val, "test": split.test}
     records, steps, seconds = [], 0, 0.0

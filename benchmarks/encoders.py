@@ -1,7 +1,7 @@
 """Amortized Gaussian encoders fitted against a *known* decoder (benchmarks of issue 4).
 
-The encoder is :func:`pyro_mapa.baselines.make_encoder` (``D -> 50 -> 50 -> 2 d``, tanh),
-the guide :func:`pyro_mapa.baselines.encoder_guide`, the model ``z ~ N(0, I)``,
+The encoder is :func:`pyro_mapa.experiments.baselines.make_encoder` (``D -> 50 -> 50 -> 2 d``, tanh),
+the guide :func:`pyro_mapa.experiments.baselines.encoder_guide`, the model ``z ~ N(0, I)``,
 ``x ~ N(f(z), sigma^2 I)`` with the synthetic set's true decoder ``f`` held fixed, so
 that only the encoder is learned. Two recipes:
 
@@ -23,8 +23,8 @@ import torch
 from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import Adam
 
-from pyro_mapa.baselines import encoder_guide, make_encoder
 from pyro_mapa.datasets import SyntheticData
+from pyro_mapa.experiments.baselines import encoder_guide, make_encoder
 
 RECIPES = ("elbo", "sleep+elbo")
 

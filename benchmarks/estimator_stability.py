@@ -2,11 +2,11 @@
 
 SPEC section 4 asks for one estimator for every continuous-prior model, with enough
 importance samples that the estimate is stable to 0.01 nats. Each method is trained by
-`pyro_mapa.compare.train_and_score`; its best-validation checkpoint (a decoder, a prior
+`pyro_mapa.experiments.train_and_score`; its best-validation checkpoint (a decoder, a prior
 and the training codes) is then scored on the test points by the comparison's estimator
 (`continuous_log_likelihood`: importance sampling with the Laplace mixture anchored at the
 codes) at each of `--particles`, by `stable_log_likelihood` as the comparison does, and by
-grid quadrature (`pyro_mapa.evaluate.grid_log_likelihood`, no proposal: the reference;
+grid quadrature (`pyro_mapa.evaluation.grid_log_likelihood`, no proposal: the reference;
 every data set of the comparison has a latent of d <= 2).
 
     python benchmarks/estimator_stability.py --dataset spiral-dots --methods exact:0.03 mapa-5-10:0.03 vae:0.01
@@ -18,8 +18,9 @@ import argparse
 
 import torch
 
-from pyro_mapa.compare import continuous_log_likelihood, load_split, stable_log_likelihood, train_and_score
-from pyro_mapa.evaluate import grid_log_likelihood
+from pyro_mapa.evaluation import grid_log_likelihood, stable_log_likelihood
+from pyro_mapa.experiments import load_split, train_and_score
+from pyro_mapa.experiments.training import continuous_log_likelihood
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ import torch
 
 from pyro_mapa import MAPA_ELBO, MAPAGuide, MAPAPosterior
 from pyro_mapa.datasets import load_synthetic
-from pyro_mapa.diagnostics import importance_diagnostics
+from pyro_mapa.evaluation import importance_diagnostics
 
 
 def main() -> None:
@@ -36,7 +36,7 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for k in (1, 10):
         for h in (0.002, sigma, math.sqrt(2) * sigma, 2 * sigma, 3.0):
-            guide = MAPAGuide(model, MAPAPosterior.fit(data.train, bandwidth=h, num_neighbors=20))
+            guide = MAPAGuide(model, MAPAPosterior.fit(data.train, bandwidth=h, num_cached=20))
             d = importance_diagnostics(model, guide, MAPA_ELBO(num_neighbors=k, num_samples=300), data.train)
             print(f"| {k} | {h / sigma:.2f} | {d.k_hat.median():.2f} | {len(d.flagged)} / {num_points} | "
                   f"{d.ess.median():.1f} |", flush=True)

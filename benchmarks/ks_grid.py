@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from empirical_training import train_curve
 
-from pyro_mapa.compare import load_split
+from pyro_mapa.experiments import load_split
 
 
 def main() -> None:

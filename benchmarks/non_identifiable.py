@@ -4,15 +4,15 @@
 (g(z) = -z) and codes z and -z. For test points we compare, on a grid in z:
 
 * the true index posterior p(i = m | x) ∝ N(x; f(z_m), sigma^2) (the same under both
-  models; pyro_mapa.diagnostics.gaussian_index_log_posterior) with MAPA's q
-  (pyro_mapa.diagnostics.posterior_distance: TV and KL);
+  models; pyro_mapa.evaluation.gaussian_index_log_posterior) with MAPA's q
+  (pyro_mapa.evaluation.posterior_distance: TV and KL);
 * latent posteriors by the 1-D Wasserstein distance W1 = ∫ |F - G| dz: MAPA's index
   posterior pushed through each model's own true codes, sum_m q(m | x) δ(z_m), against
   that model's true p(z | x); and amortized Gaussian encoders trained with model a's
   true decoder held fixed (benchmarks/encoders.py: "elbo", Trace_ELBO from a random
   start; "sleep+elbo", Trace_ELBO started from a sleep-phase fit), against both true
   posteriors. Also each encoder's own train ELBO (against the true mean log p(x)), and
-  its index posterior (pyro_mapa.diagnostics.latent_to_index_log_posterior) through a's
+  its index posterior (pyro_mapa.evaluation.latent_to_index_log_posterior) through a's
   codes and through b's, against the true index posterior.
 
     python benchmarks/non_identifiable.py --seeds 0 1 2 --plot benchmarks/figures/non_identifiable.png
@@ -37,8 +37,7 @@ from PIL import Image
 
 from pyro_mapa import MAPAPosterior
 from pyro_mapa.datasets import load_synthetic
-from pyro_mapa.diagnostics import (
-    dense_log_q,
+from pyro_mapa.evaluation import (
     gaussian_index_log_posterior,
     latent_to_index_log_posterior,
     posterior_distance,
@@ -78,8 +77,8 @@ def run(seed: int, num_train: int, num_test: int, steps: dict[str, int], plot: P
     a = load_synthetic("non-identifiable-a", num_train, num_test, seed, dtype=torch.float64)
     b = load_synthetic("non-identifiable-b", num_train, num_test, seed, dtype=torch.float64)
     assert torch.equal(a.train, b.train) and torch.equal(a.test, b.test)
-    posterior = MAPAPosterior.fit(a.train, scale=a.sigma, num_neighbors=64, progress=False)  # one cache for both
-    log_q = dense_log_q(posterior.query(a.test, progress=False), num_train)
+    posterior = MAPAPosterior.fit(a.train, scale=a.sigma, num_cached=64, progress=False)  # one cache for both
+    log_q = posterior.query(a.test, progress=False).dense_log_prob(num_train)
     log_p_index = gaussian_index_log_posterior(a.test, a.decoder(a.train_codes), a.sigma)
     assert torch.allclose(log_p_index, gaussian_index_log_posterior(b.test, b.decoder(b.train_codes), b.sigma))
     index = posterior_distance(log_q, log_p_index)

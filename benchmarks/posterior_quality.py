@@ -4,17 +4,17 @@ On the synthetic sets with ground truth ("absolute-value", "spiral-dots", "embed
 a 2-D latent in 20 dimensions), N = 1000 training points and 500 test points per seed,
 the reference is the empiricalized model's index posterior at the true decoder and
 codes, p(i = m | x) ∝ N(x; f(z_m), sigma^2 I)
-(pyro_mapa.diagnostics.gaussian_index_log_posterior). Against it, by mean total
-variation and KL(p || q) over the test points (pyro_mapa.diagnostics.posterior_distance):
+(pyro_mapa.evaluation.gaussian_index_log_posterior). Against it, by mean total
+variation and KL(p || q) over the test points (pyro_mapa.evaluation.posterior_distance):
 
 * MAPA's q(i = m | x) ∝ exp(-||x - x_m||^2 / (2 h^2)) (MAPAPosterior.fit + query +
-  dense_log_q) for h = 0.25, 0.5, 0.71, 1, 1.41, 2, 4 times the default sqrt(2) sigma and for
+  NeighborTable.dense_log_prob) for h = 0.25, 0.5, 0.71, 1, 1.41, 2, 4 times the default sqrt(2) sigma and for
   bandwidth="auto", once with every index kept (K_c = N: the kernel itself) and once as
   the default cache (K_c = 64, its tail spread uniformly over the other indices, as
   MAPAIndex does);
 * amortized Gaussian encoders q(z | x) trained with the true decoder held fixed
   (benchmarks/encoders.py: "elbo" and "sleep+elbo"), pushed to indices by
-  q(i = m | x) ∝ q(z_m | x) / p(z_m) (pyro_mapa.diagnostics.latent_to_index_log_posterior:
+  q(i = m | x) ∝ q(z_m | x) / p(z_m) (pyro_mapa.evaluation.latent_to_index_log_posterior:
   exact when q(z | x) is the true posterior, since p(i = m | x) ∝ p(z_m | x) / p(z_m)).
 
     python benchmarks/posterior_quality.py --seeds 0 1 2 --plot benchmarks/figures/posterior_quality.png
@@ -38,8 +38,7 @@ from PIL import Image
 
 from pyro_mapa import MAPAPosterior
 from pyro_mapa.datasets import load_synthetic
-from pyro_mapa.diagnostics import (
-    dense_log_q,
+from pyro_mapa.evaluation import (
     gaussian_index_log_posterior,
     latent_to_index_log_posterior,
     posterior_distance,
@@ -58,8 +57,8 @@ def run(name: str, seed: int, num_train: int, num_test: int, steps: dict[str, in
     out = {}
 
     def mapa(bandwidth, num_neighbors):
-        posterior = MAPAPosterior.fit(data.train, bandwidth=bandwidth, num_neighbors=num_neighbors, progress=False)
-        d = posterior_distance(dense_log_q(posterior.query(data.test, progress=False), num_train), log_p)
+        posterior = MAPAPosterior.fit(data.train, bandwidth=bandwidth, num_cached=num_neighbors, progress=False)
+        d = posterior_distance(posterior.query(data.test, progress=False).dense_log_prob(num_train), log_p)
         return (d.mean_total_variation, d.mean_kl), math.sqrt(posterior.temperature / 2)  # T = 2 h^2
 
     for k_c in (num_train, CACHE):

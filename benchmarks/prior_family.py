@@ -3,7 +3,7 @@
 MAPA and exact enumeration learn an empiricalized model (one code per training point);
 the final model replaces its empirical prior by a parametric `p_psi(z)` fitted to the codes
 (`pyro_mapa.fit_prior`). Each method is trained once per seed by
-`pyro_mapa.compare.train_and_score`, and its best-validation checkpoint's test
+`pyro_mapa.experiments.train_and_score`, and its best-validation checkpoint's test
 log-likelihood is computed exactly for the empiricalized model and, for each prior family,
 by the comparison's estimator until stable to 0.01 nats (`stable_log_likelihood`).
 
@@ -18,8 +18,9 @@ import statistics
 import torch
 
 from pyro_mapa import fit_prior
-from pyro_mapa.compare import continuous_log_likelihood, load_split, stable_log_likelihood, train_and_score
-from pyro_mapa.evaluate import empirical_log_likelihood
+from pyro_mapa.evaluation import empirical_log_likelihood, stable_log_likelihood
+from pyro_mapa.experiments import load_split, train_and_score
+from pyro_mapa.experiments.training import continuous_log_likelihood
 
 FAMILIES = {
     "gaussian": dict(family="gaussian"),

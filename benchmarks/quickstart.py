@@ -1,6 +1,6 @@
 """Time and effect of the README quickstart (2000 MAPA steps, K = 5, S = 10, batch 100).
 
-Runs `pyro_mapa.demo.run_demo` (the quickstart as a job) once per seed and prints the
+Runs `pyro_mapa.experiments.demo.run_demo` (the quickstart as a job) once per seed and prints the
 training time and the empiricalized model's exact train / test log-likelihood (nats per
 point) before and after, with medians over seeds.
 
@@ -15,7 +15,7 @@ import statistics
 
 import torch
 
-from pyro_mapa.demo import run_demo
+from pyro_mapa.experiments.demo import run_demo
 
 
 def main() -> None:

@@ -22,9 +22,9 @@ import torch
 from pyro.infer import SVI
 from pyro.optim import Adam
 
-from pyro_mapa import MAPA_ELBO, MAPAGuide, MAPAPosterior, decode
-from pyro_mapa.baselines import empirical_model, make_decoder
-from pyro_mapa.compare import load_split
+from pyro_mapa import MAPA_ELBO, IndexProposal, MAPAGuide, MAPAPosterior, decode
+from pyro_mapa.experiments import load_split
+from pyro_mapa.experiments.baselines import empirical_model, make_decoder
 
 
 def timed(fn, repeats: int) -> float:
@@ -85,7 +85,7 @@ def measure(name: str, hidden: int, likelihood: str, args) -> dict:
     num_points, obs_dim = split.train.shape
     decoder = make_decoder(split.latent_dim, obs_dim, hidden)
     model = LIKELIHOODS[likelihood](decoder, split.sigma, num_points, split.latent_dim)
-    posterior = MAPAPosterior.fit(split.train, scale=split.sigma, num_neighbors=64)
+    posterior = MAPAPosterior.fit(split.train, scale=split.sigma, num_cached=64)
     guide = MAPAGuide(model, posterior, create_plates=lambda x, idx=None: pyro.plate("data", num_points, subsample=idx))
     elbo = MAPA_ELBO(args.neighbors, args.samples, max_plate_nesting=1)
     svi = SVI(model, guide, Adam({"lr": 1e-3}), loss=elbo)
@@ -101,7 +101,7 @@ def measure(name: str, hidden: int, likelihood: str, args) -> dict:
     distinct = []
     for idx in batches[: 20]:
         with torch.no_grad():
-            values, _ = posterior.index_distribution(idx).particles(args.neighbors, args.samples)
+            values, _ = IndexProposal(posterior.index_distribution(idx)).index_particles(args.neighbors, args.samples)
         distinct.append(len(values.unique()))
     num_codes = int(statistics.median(distinct))
     codes = pyro.param("codes").detach().clone().requires_grad_()

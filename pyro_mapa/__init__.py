@@ -1,21 +1,26 @@
 """pyro-mapa: MAPA, a cached model-agnostic index posterior, for Pyro.
 
-Write a Pyro model with an empirical latent prior, build a
-:class:`MAPAPosterior` of the data once, swap in :class:`MAPAGuide` and
-:class:`MAPA_ELBO`, and train with ``pyro.infer.SVI``.
+Write a Pyro model with an empirical latent prior, build a :class:`MAPAPosterior` of the
+data once, swap in :class:`MAPAGuide` and :class:`MAPA_ELBO`, and train with
+``pyro.infer.SVI``. The package's rooms, one way: :mod:`pyro_mapa.cache` (data ->
+neighbours and weights), :mod:`pyro_mapa.infer` (weights -> particles -> bound),
+:mod:`pyro_mapa.models` (what a user's model uses), :mod:`pyro_mapa.evaluation` (scores
+and diagnostics), :mod:`pyro_mapa.datasets`, and :mod:`pyro_mapa.experiments` (the
+comparison harness). The math they cite is in docs/math.md.
 """
 
-from .decode import decode, decode_unique
-from .gathered import GatheredNormal
-from .guide import MAPAGuide
-from .importance import ImportanceWeightedELBO, ImportanceWeights
-from .index_distribution import IndexParticles, MAPAIndex
-from .initialization import pca_codes
-from .iwae_elbo import IWAE_ELBO
-from .mapa_elbo import MAPA_ELBO, IndexParticleMessenger
-from .neighbors import NeighborTable, exact_neighbors
-from .posterior import MAPAPosterior
-from .priors import fit_prior
+from .cache import Kernel, MAPAIndex, MAPAPosterior, NeighborTable, exact_neighbors
+from .infer import (
+    IWAE_ELBO,
+    MAPA_ELBO,
+    ImportanceWeightedELBO,
+    ImportanceWeights,
+    IndexParticleMessenger,
+    IndexParticles,
+    IndexProposal,
+    MAPAGuide,
+)
+from .models import GatheredNormal, decode, decode_unique, fit_prior, pca_codes
 
 __version__ = "0.1.0"
 
@@ -26,6 +31,8 @@ __all__ = [
     "ImportanceWeights",
     "IndexParticleMessenger",
     "IndexParticles",
+    "IndexProposal",
+    "Kernel",
     "MAPAGuide",
     "MAPAIndex",
     "MAPAPosterior",

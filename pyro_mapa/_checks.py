@@ -11,22 +11,21 @@ import operator
 
 import torch
 
+from ._tensors import row_chunks
+
 __all__ = ["as_data_tensor", "check_count", "check_num_neighbors", "check_positive"]
-
-
-def _chunk_rows(data: torch.Tensor) -> int:
-    return max(1, 2**20 // max(1, data.shape[1]))
 
 
 def _first_entry(data: torch.Tensor, predicate) -> tuple[int, int] | None:
     """``(row, column)`` of the first entry where ``predicate`` holds, checked in row
     chunks so that no ``N x D`` mask is held; ``None`` if there is none."""
-    rows = _chunk_rows(data)
-    for start in range(0, data.shape[0], rows):
-        hit = predicate(data[start : start + rows])
+    start = 0
+    for chunk in row_chunks(data):
+        hit = predicate(chunk)
         if hit.any():
             row, col = (int(v) for v in hit.nonzero()[0])
             return start + row, col
+        start += len(chunk)
     return None
 
 
@@ -60,7 +59,7 @@ def as_data_tensor(data, name: str = "data", binary: bool = False) -> torch.Tens
         raise ValueError(f"{name} has dtype {data.dtype}; use float32 or float64 (e.g. data.float())")
     bad = _first_entry(data, lambda chunk: ~torch.isfinite(chunk))
     if bad is not None:
-        count = sum(int((~torch.isfinite(c)).sum()) for c in data.split(_chunk_rows(data)))
+        count = sum(int((~torch.isfinite(c)).sum()) for c in row_chunks(data))
         raise ValueError(
             f"{name} contains {count} NaN or infinite value(s), the first at row {bad[0]}, column {bad[1]}"
         )

@@ -9,8 +9,8 @@ import pytest
 import torch
 from pyro.infer import SVI
 from pyro.optim import Adam
+from toy_models import Empirical
 
-from models import Empirical
 from pyro_mapa import MAPA_ELBO, MAPAGuide, MAPAPosterior
 
 
@@ -29,9 +29,9 @@ def raised_by_us(excinfo):
         (torch.randn(2, 3, 4), {}, "must be 2-D"),
         (torch.randint(0, 5, (10, 2)), {}, "integer dtype"),
         (torch.randn(10, 2).half(), {}, "dtype torch.float16; use float32 or float64"),
-        (torch.rand(10, 3), {"likelihood": "bernoulli"}, "needs binary data"),
-        (torch.randn(10, 2), {"num_neighbors": 11}, "num_neighbors=11 is larger than the number of training points N=10"),
-        (torch.randn(10, 2), {"num_neighbors": 0}, "num_neighbors must be at least 1"),
+        (torch.rand(10, 3), {"likelihood": "bernoulli", "scale": 0.1}, "needs binary data"),
+        (torch.randn(10, 2), {"num_cached": 11}, "num_cached=11 is larger than the number of training points N=10"),
+        (torch.randn(10, 2), {"num_cached": 0}, "num_cached must be at least 1"),
         (torch.randn(10, 2), {"scale": 0.0}, "scale must be a finite number > 0"),
         (torch.randn(10, 2), {"scale": -1.0}, "scale must be a finite number > 0"),
         (torch.randn(10, 2), {"scale": math.nan}, "scale must be a finite number > 0"),
@@ -43,7 +43,7 @@ def raised_by_us(excinfo):
     ],
 )
 def test_fit_rejects(data, kwargs, message):
-    kwargs = {"scale": 0.5, "num_neighbors": 3, **kwargs}
+    kwargs = {"scale": 0.5, "num_cached": 3, **kwargs}
     if kwargs["scale"] is None:
         del kwargs["scale"]
     with pytest.raises((ValueError, TypeError), match=message) as excinfo:
@@ -52,7 +52,7 @@ def test_fit_rejects(data, kwargs, message):
 
 
 def test_binary_integer_data_is_fine_for_bernoulli():
-    posterior = MAPAPosterior.fit(torch.randint(0, 2, (20, 5)), likelihood="bernoulli", num_neighbors=3)
+    posterior = MAPAPosterior.fit(torch.randint(0, 2, (20, 5)), likelihood="bernoulli", num_cached=3)
     assert posterior.table.log_prob.is_floating_point()
 
 
@@ -60,12 +60,12 @@ def test_custom_distance_of_wrong_shape():
     with pytest.raises(ValueError, match="returned shape"):
         MAPAPosterior.fit(
             torch.randn(10, 2), likelihood="custom", distance=lambda a, b: (a - b).sum(-1), temperature=1.0,
-            num_neighbors=2,
+            num_cached=2,
         )
 
 
 def test_query_rejects_other_features():
-    posterior = MAPAPosterior.fit(torch.randn(10, 2), scale=0.5, num_neighbors=3)
+    posterior = MAPAPosterior.fit(torch.randn(10, 2), scale=0.5, num_cached=3)
     with pytest.raises(ValueError, match="x_new has 3 features but the training data has 2"):
         posterior.query(torch.randn(4, 3))
 
@@ -82,7 +82,7 @@ def train_step(problem, guide, elbo, batch=5):
 
 
 def test_k_larger_than_the_cache(problem):
-    posterior = MAPAPosterior.fit(problem.data, scale=0.5, num_neighbors=4)
+    posterior = MAPAPosterior.fit(problem.data, scale=0.5, num_cached=4)
     guide = MAPAGuide(problem.model, posterior, create_plates=problem.create_plates)
     with pytest.raises(ValueError, match="num_neighbors=6 is larger than the 4 neighbours the MAPA cache holds"):
         train_step(problem, guide, MAPA_ELBO(num_neighbors=6, num_samples=2))
@@ -95,7 +95,7 @@ def test_bad_elbo_settings(kwargs):
 
 
 def test_plate_size_differs_from_the_cache(problem):
-    posterior = MAPAPosterior.fit(problem.data[:20], scale=0.5, num_neighbors=4)
+    posterior = MAPAPosterior.fit(problem.data[:20], scale=0.5, num_cached=4)
     guide = MAPAGuide(problem.model, posterior, create_plates=problem.create_plates)
     with pytest.raises(ValueError, match="no index site over the N=20 training codes.*'i': 30"):
         train_step(problem, guide, MAPA_ELBO(num_neighbors=2, num_samples=2))
@@ -108,28 +108,28 @@ def test_plate_of_another_size_around_the_index_site():
         with pyro.plate("data", 40, subsample=idx):
             pyro.sample("i", dist.Categorical(logits=torch.zeros(30)))
 
-    posterior = MAPAPosterior.fit(data, scale=0.5, num_neighbors=4)
+    posterior = MAPAPosterior.fit(data, scale=0.5, num_cached=4)
     guide = MAPAGuide(model, posterior)
     with pytest.raises(ValueError, match="sits in plates \\{'data': 40\\}.*N=30"):
         guide(data)
 
 
 def test_subsampling_without_create_plates(problem):
-    posterior = MAPAPosterior.fit(problem.data, scale=0.5, num_neighbors=4)
+    posterior = MAPAPosterior.fit(problem.data, scale=0.5, num_cached=4)
     guide = MAPAGuide(problem.model, posterior)
     with pytest.raises(ValueError, match="subsamples plate 'data'.*create_plates"):
         train_step(problem, guide, MAPA_ELBO(num_neighbors=2, num_samples=2))
 
 
 def test_cache_built_from_other_data(problem):
-    posterior = MAPAPosterior.fit(problem.data.flip(0), scale=0.5, num_neighbors=4)
+    posterior = MAPAPosterior.fit(problem.data.flip(0), scale=0.5, num_cached=4)
     guide = MAPAGuide(problem.model, posterior, create_plates=problem.create_plates)
     with pytest.raises(ValueError, match="not the data the MAPA cache was built from"):
         train_step(problem, guide, MAPA_ELBO(num_neighbors=2, num_samples=2))
 
 
 def test_named_index_site_that_does_not_exist(problem):
-    posterior = MAPAPosterior.fit(problem.data, scale=0.5, num_neighbors=4)
+    posterior = MAPAPosterior.fit(problem.data, scale=0.5, num_cached=4)
     guide = MAPAGuide(problem.model, posterior, create_plates=problem.create_plates, index_site="idx")
     with pytest.raises(ValueError, match="index_site 'idx' is not a latent site of the model: \\['i'\\]"):
         guide(problem.data)
@@ -144,14 +144,14 @@ def test_custom_distance_returning_nan():
     with pytest.raises(ValueError, match="returned NaN"):
         MAPAPosterior.fit(
             torch.randn(10, 2), likelihood="custom", distance=lambda a, b: torch.full((len(a), len(b)), math.nan),
-            temperature=1.0, num_neighbors=2,
+            temperature=1.0, num_cached=2,
         )
 
 
 def test_integer_valued_custom_distance_is_fine():
     posterior = MAPAPosterior.fit(
         torch.randn(30, 3), likelihood="custom", distance=lambda a, b: (a[:, None] != b[None]).sum(-1),
-        temperature=1.0, num_neighbors=3,
+        temperature=1.0, num_cached=3,
     )
     assert torch.isfinite(posterior.table.log_prob).all()
 
@@ -159,15 +159,15 @@ def test_integer_valued_custom_distance_is_fine():
 def test_numpy_integer_settings_are_ints():
     import numpy as np
 
-    posterior = MAPAPosterior.fit(torch.randn(30, 3), scale=0.5, num_neighbors=np.int64(4))
-    assert posterior.num_neighbors == 4
+    posterior = MAPAPosterior.fit(torch.randn(30, 3), scale=0.5, num_cached=np.int64(4))
+    assert posterior.num_cached == 4
     assert MAPA_ELBO(num_neighbors=np.int64(2), num_samples=np.int32(3)).num_particles == 5
 
 
 def test_auto_bandwidth_on_duplicated_data():
     data = (torch.rand(4, 16) < 0.5).double().repeat(50, 1)
     with pytest.raises(ValueError, match="cannot reach perplexity=5.*50 exact duplicates") as excinfo:
-        MAPAPosterior.fit(data, likelihood="bernoulli", bandwidth="auto", perplexity=5.0, num_neighbors=5)
+        MAPAPosterior.fit(data, likelihood="bernoulli", bandwidth="auto", perplexity=5.0, num_cached=5)
     assert raised_by_us(excinfo)
 
 
@@ -179,7 +179,7 @@ def test_model_latent_missing_from_the_guide(problem):
             u = pyro.sample("u", dist.Normal(0.0, 1.0))
             pyro.sample("x", dist.Normal(problem.net(codes[i]) + u.unsqueeze(-1), 0.5).to_event(1), obs=x)
 
-    posterior = MAPAPosterior.fit(problem.data, scale=0.5, num_neighbors=problem.N)
+    posterior = MAPAPosterior.fit(problem.data, scale=0.5, num_cached=problem.N)
     guide = MAPAGuide(model, posterior, create_plates=problem.create_plates)
     pyro.enable_validation(False)  # Pyro's own check only warns; ours must hold without it
     with pytest.raises(ValueError, match=r"latent sites \['u'\] are not in the guide"):
@@ -187,7 +187,7 @@ def test_model_latent_missing_from_the_guide(problem):
 
 
 def test_create_plates_with_another_name(problem):
-    posterior = MAPAPosterior.fit(problem.data, scale=0.5, num_neighbors=4)
+    posterior = MAPAPosterior.fit(problem.data, scale=0.5, num_cached=4)
     guide = MAPAGuide(problem.model, posterior, create_plates=lambda x, idx=None: pyro.plate("batch", 30, subsample=idx))
     with pytest.raises(ValueError, match="create_plates returned plates \\['batch'\\].*plate 'data'"):
         train_step(problem, guide, MAPA_ELBO(num_neighbors=2, num_samples=2))

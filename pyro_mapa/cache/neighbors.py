@@ -1,0 +1,121 @@
+"""Exact nearest neighbours under the MAPA kernel, by blocked matrix products.
+
+For each query ``x`` the table keeps the ``K_c`` indices ``m`` of largest
+``q(i = m | x) ∝ exp(-d(x, x_m) / T)`` with their normalised log-probabilities,
+and ``log`` of the tail mass ``sum`` of ``q`` over the other ``N - K_c`` indices.
+Queries are processed in row blocks of at most ``max_block_entries`` kernel
+entries, so no ``N x N`` matrix is ever held: peak memory is
+``O(N * K_c + max_block_entries)``. Tail terms smaller than ``e * tiny`` (``tiny``: the
+dtype's smallest normal number) relative to a row's largest weight count as that.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+
+from .._progress import progress_bar
+from .kernels import Kernel
+
+__all__ = ["DEFAULT_BLOCK_ENTRIES", "NeighborTable", "exact_neighbors"]
+
+#: Kernel entries per row block (2^24: 64 MiB in float32, 128 MiB in float64).
+DEFAULT_BLOCK_ENTRIES = 2**24
+
+
+class NeighborTable(NamedTuple):
+    """Sparse MAPA index posterior of ``M`` points over ``N`` training indices.
+
+    :param index: ``(M, K_c)`` training indices, by decreasing ``q``.
+    :param log_prob: ``(M, K_c)`` normalised ``log q(i = m | x)`` of those indices.
+    :param log_tail: ``(M,)`` ``log`` of the mass ``q`` puts on the other indices
+        (``-inf`` when ``K_c = N``). It is floored near ``log((N - K_c) e tiny)``
+        relative to the top weight (``tiny``: the dtype's smallest normal number,
+        about ``e^-86`` in float32 and ``e^-707`` in float64); see :func:`exact_neighbors`.
+    """
+
+    index: torch.Tensor
+    log_prob: torch.Tensor
+    log_tail: torch.Tensor
+
+    def uncached_log_prob(self, num_points: int) -> torch.Tensor:
+        """``log q(i = m | x)`` of each index ``m`` *outside* a row's cache: the tail mass
+        spread uniformly over the ``N - K_c`` uncached indices (``-inf`` if there are none)."""
+        num_uncached = num_points - self.index.shape[-1]
+        if not num_uncached:
+            return torch.full_like(self.log_tail, -math.inf)
+        return self.log_tail - math.log(num_uncached)
+
+    def dense_log_prob(self, num_points: int) -> torch.Tensor:
+        """``log q(i = m | x)`` over all ``N`` indices (``M x N``), the tail spread uniformly.
+
+        >>> table = NeighborTable(torch.tensor([[1]]), torch.tensor([[-0.1]]), torch.tensor([-2.4]))
+        >>> table.dense_log_prob(3).exp()
+        tensor([[0.0454, 0.9048, 0.0454]])
+        """
+        dense = self.uncached_log_prob(num_points).unsqueeze(-1).expand(len(self.index), num_points).clone()
+        return dense.scatter_(1, self.index, self.log_prob)
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "NeighborTable":
+        """Move the tables to ``device``; cast the log-probabilities to ``dtype``."""
+        return NeighborTable(
+            self.index.to(device=device),
+            self.log_prob.to(device=device, dtype=dtype),
+            self.log_tail.to(device=device, dtype=dtype),
+        )
+
+
+def exact_neighbors(
+    queries: torch.Tensor,
+    data: torch.Tensor,
+    kernel: Kernel,
+    num_cached: int,
+    *,
+    max_block_entries: int = DEFAULT_BLOCK_ENTRIES,
+    progress: bool | None = None,
+) -> NeighborTable:
+    """The exact :class:`NeighborTable` of ``queries`` against ``data``.
+
+    :param queries: ``(M, D)`` points whose index posterior is wanted.
+    :param data: ``(N, D)`` training points.
+    :param kernel: the MAPA kernel (log-weights ``-d / T``), calibrated.
+    :param num_cached: ``K_c``, the indices kept per query.
+    :param max_block_entries: kernel entries computed at once (bounds memory).
+    :param progress: show a progress bar; ``None`` shows one on a terminal only.
+
+    >>> from pyro_mapa.cache import Kernel
+    >>> data = torch.tensor([[0.0], [1.0], [3.0]])
+    >>> table = exact_neighbors(torch.tensor([[0.9]]), data, Kernel.gaussian(bandwidth=1.0), num_cached=2)
+    >>> table.index, table.log_prob.exp()
+    (tensor([[1, 0]]), tensor([[0.5614, 0.3763]]))
+    """
+    num_queries, num_points = queries.shape[0], data.shape[0]
+    queries, data = kernel.prepared(queries, data)
+    rows_per_block = max(1, min(num_queries, max_block_entries // num_points))
+    index = torch.empty(num_queries, num_cached, dtype=torch.long, device=data.device)
+    log_prob = torch.empty(num_queries, num_cached, dtype=data.dtype, device=data.device)
+    log_tail = torch.empty(num_queries, dtype=data.dtype, device=data.device)
+    # one buffer for every block: fresh large allocations cost page faults on each block
+    buffer = torch.empty(rows_per_block, num_points, dtype=data.dtype, device=data.device)
+    column_shift = kernel.column_shift(data)
+    # e * tiny: exp is on its fast path from there up (at log(tiny) itself it is not)
+    log_floor = math.log(torch.finfo(data.dtype).tiny) + 1.0
+    starts = range(0, num_queries, rows_per_block)
+    for start in progress_bar(starts, progress=progress, desc="MAPA neighbours", unit="block", leave=False):
+        stop = min(start + rows_per_block, num_queries)
+        logits = kernel.shifted_log_weights(queries[start:stop], data, buffer[: stop - start], column_shift)
+        top = logits.topk(num_cached, dim=1, sorted=True)
+        row_max = top.values[:, :1]
+        # the tail: the entries outside the top K_c, relative to the row's maximum (no
+        # overflow), in place. Terms below e * tiny (tiny: the smallest normal number)
+        # are raised to it: exp's subnormal path is ten times slower, and they change
+        # the tail mass by at most 3 N tiny relative to the largest weight.
+        weights = logits.sub_(row_max).clamp_(min=log_floor).exp_().scatter_(1, top.indices, 0.0)
+        tail = weights.sum(1).log_() + row_max[:, 0]
+        log_norm = torch.logaddexp(top.values.logsumexp(1), tail)
+        index[start:stop] = top.indices
+        log_prob[start:stop] = top.values - log_norm.unsqueeze(1)
+        log_tail[start:stop] = tail - log_norm
+    return NeighborTable(index, log_prob, log_tail)

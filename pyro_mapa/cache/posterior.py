@@ -1,0 +1,197 @@
+"""The MAPA cache: the model-agnostic index posterior of a data set (docs/math.md, section 2).
+
+:meth:`MAPAPosterior.fit` computes, once per data set, each training point's
+``K_c`` most probable indices under ``q(i = m | x_n) ∝ exp(-d(x_n, x_m) / T)``
+(the point itself included), their normalised log-probabilities and the log tail
+mass. The cache is saved with a fingerprint of the data and the settings, and a
+load refuses any other data (:mod:`pyro_mapa.cache.storage`).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import torch
+
+from .._checks import check_num_neighbors
+from .index import MAPAIndex
+from .kernels import Kernel
+from .neighbors import DEFAULT_BLOCK_ENTRIES, NeighborTable, exact_neighbors
+from .storage import fingerprint, read_cache_file, write_cache_file
+
+__all__ = ["MAPAPosterior"]
+
+
+class MAPAPosterior:
+    """A cached MAPA index posterior over a training set of ``N`` points.
+
+    Build it with :meth:`fit` or :meth:`load`; :meth:`index_distribution` gives
+    ``q(i | x_n)`` for training points, :meth:`query` for new points.
+
+    >>> data = torch.tensor([[0.0], [0.1], [3.0]], dtype=torch.float64)
+    >>> posterior = MAPAPosterior.fit(data, kernel=Kernel.gaussian(sigma=0.1), num_cached=2)
+    >>> posterior.table.index
+    tensor([[0, 1],
+            [1, 0],
+            [2, 1]])
+    """
+
+    def __init__(self, data: torch.Tensor, kernel: Kernel, table: NeighborTable, fingerprint: str):
+        self.data = data
+        self.kernel = kernel
+        self.table = table
+        self.fingerprint = fingerprint
+
+    # -- construction -------------------------------------------------------------
+
+    @classmethod
+    def fit(
+        cls,
+        data,
+        likelihood: str | None = None,
+        *,
+        kernel: Kernel | None = None,
+        scale: float | None = None,
+        bandwidth: float | str | None = None,
+        num_cached: int = 64,
+        distance: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        temperature: float | None = None,
+        perplexity: float = 10.0,
+        max_block_entries: int = DEFAULT_BLOCK_ENTRIES,
+        progress: bool | None = None,
+    ) -> "MAPAPosterior":
+        """Compute the cache of ``data`` (``N x D``, any device, float32 or float64).
+
+        Give the kernel as an object (``kernel=Kernel.gaussian(sigma=0.1)``, see
+        :class:`~pyro_mapa.cache.Kernel`) or by the shorthand of
+        :meth:`~pyro_mapa.cache.Kernel.from_likelihood`:
+
+        :param likelihood: ``"normal"`` (the default; ``d = ||x_n - x_m||^2``, ``T = 2 h^2``),
+            ``"bernoulli"`` (``d = Hamming``, ``T = 1 / log((1 - eps) / eps)``) or
+            ``"custom"`` (your ``distance`` and ``temperature``).
+        :param kernel: the kernel itself (then none of the shorthand's arguments).
+        :param scale: ``sigma``, the fixed observation noise (normal; then
+            ``h = sqrt(2) sigma``), or ``eps``, the flip probability (bernoulli;
+            default 0.1).
+        :param bandwidth: ``h`` (normal), or ``"auto"``: ``T`` such that the median
+            perplexity of ``q(. | x_n)`` equals ``perplexity`` (any likelihood).
+        :param num_cached: ``K_c``, the indices cached per point (itself included).
+        :param distance: ``d(a, b) -> (len(a), len(b))`` for ``likelihood="custom"``.
+        :param temperature: ``T`` for ``likelihood="custom"``.
+        :param perplexity: target of ``bandwidth="auto"``.
+        :param max_block_entries: kernel entries computed at once (bounds memory).
+        :param progress: progress bar; ``None`` shows one on a terminal only.
+        """
+        if kernel is None:
+            kernel = Kernel.from_likelihood(
+                likelihood or "normal", scale=scale, bandwidth=bandwidth, distance=distance,
+                temperature=temperature, perplexity=perplexity,
+            )
+        elif not isinstance(kernel, Kernel):
+            raise TypeError(f"kernel must be a pyro_mapa.Kernel (e.g. Kernel.gaussian(sigma=...)), got {kernel!r}")
+        elif any(v is not None for v in (likelihood, scale, bandwidth, distance, temperature)):
+            raise ValueError("give the kernel either as kernel= or by likelihood=, scale=, bandwidth=, ..., not both")
+        data = kernel.check_data(data)
+        num_cached = check_num_neighbors(num_cached, data.shape[0], "num_cached")
+        kernel = kernel.calibrated(data)
+        table = exact_neighbors(data, data, kernel, num_cached, max_block_entries=max_block_entries, progress=progress)
+        return cls(data, kernel, table, fingerprint(data, cls._settings(kernel, num_cached)))
+
+    @staticmethod
+    def _settings(kernel: Kernel, num_cached: int) -> dict:
+        return {**kernel.describe(), "num_cached": num_cached}
+
+    # -- properties ---------------------------------------------------------------
+
+    @property
+    def num_points(self) -> int:
+        """``N``, the training points (and codes)."""
+        return self.data.shape[0]
+
+    @property
+    def num_cached(self) -> int:
+        """``K_c``, the indices cached per point."""
+        return self.table.index.shape[1]
+
+    @property
+    def temperature(self) -> float:
+        """``T`` of the log-weights ``-d / T``."""
+        return self.kernel.temperature
+
+    def __repr__(self) -> str:
+        return (
+            f"MAPAPosterior(kernel={self.kernel.name!r}, N={self.num_points}, K_c={self.num_cached}, "
+            f"T={self.temperature:.4g}, device={self.data.device}, dtype={self.table.log_prob.dtype})"
+        )
+
+    # -- use ----------------------------------------------------------------------
+
+    def index_distribution(self, idx: torch.Tensor | None = None) -> MAPAIndex:
+        """``q(i | x_n)`` for training points ``idx`` (all ``N`` if ``None``) as a
+        :class:`~pyro_mapa.cache.MAPAIndex` of batch shape ``idx.shape``."""
+        if idx is None:
+            return MAPAIndex(self.table, self.num_points)
+        idx = torch.as_tensor(idx, device=self.table.index.device)
+        if idx.is_floating_point() or idx.dtype == torch.bool:
+            raise TypeError(f"idx must hold integer indices into the training set, got dtype {idx.dtype}")
+        if idx.numel() and (idx.min() < 0 or idx.max() >= self.num_points):
+            raise IndexError(f"idx holds indices outside [0, N={self.num_points})")
+        return MAPAIndex(NeighborTable(*(t[idx] for t in self.table)), self.num_points)
+
+    def query(self, x_new, *, progress: bool | None = None) -> NeighborTable:
+        """The index posterior ``q(i | x)`` over training indices for new points ``x``
+        (``M x D``): how MAPA encodes data it has never seen, without an encoder."""
+        x_new = self.kernel.check_data(x_new, "x_new")
+        if x_new.shape[1] != self.data.shape[1]:
+            raise ValueError(f"x_new has {x_new.shape[1]} features but the training data has {self.data.shape[1]}")
+        x_new = x_new.to(device=self.data.device, dtype=self.data.dtype)
+        return exact_neighbors(x_new, self.data, self.kernel, self.num_cached, progress=progress)
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "MAPAPosterior":
+        """A copy on ``device`` (e.g. ``"cuda"``) with the data and log-probabilities cast
+        to ``dtype``; the fingerprint still matches the data (it hashes float64 values)."""
+        data = self.data.to(device=device, dtype=dtype)
+        return MAPAPosterior(data, self.kernel, self.table.to(device, dtype), self.fingerprint)
+
+    # -- persistence --------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the cache (not the data) to ``path``, atomically: an existing file is
+        replaced only once the new one is completely written."""
+        settings = self._settings(self.kernel, self.num_cached)
+        write_cache_file(path, self.table._asdict(), settings, self.fingerprint, self.num_points)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike,
+        data,
+        *,
+        distance: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    ) -> "MAPAPosterior":
+        """Load a cache saved by :meth:`save` for ``data``; refuse other data.
+
+        :param data: the very data the cache was built from (checked by fingerprint).
+        :param distance: the distance, for a cache built with a custom kernel.
+        :raises ValueError: if the file is not a complete MAPA cache, or was built
+            from other data or settings.
+        """
+        payload = read_cache_file(path)
+        settings, name = payload["settings"], payload["settings"]["name"]
+        if name.startswith("custom:") and distance is None:
+            raise ValueError(f"{path} was built with a custom distance ({name[7:]}); pass it as distance=")
+        kernel = Kernel.from_settings(settings, distance)
+        data = kernel.check_data(data)
+        if fingerprint(data, settings) != payload["fingerprint"]:
+            raise ValueError(
+                f"{path} was built from other data or settings (N={payload['num_points']}, kernel {name!r}); "
+                f"the data given has shape {tuple(data.shape)}. Refit with MAPAPosterior.fit for this data."
+            )
+        if kernel.name != name:
+            raise ValueError(f"{path} was built with the distance {name[7:]}, not {kernel.name[7:]}")
+        table = NeighborTable(**payload["tensors"]).to(data.device, data.dtype)
+        current = cls._settings(kernel, table.index.shape[1])
+        # an older format named its settings otherwise: re-fingerprint so that a save writes today's
+        data_fingerprint = payload["fingerprint"] if current == settings else fingerprint(data, current)
+        return cls(data, kernel, table, data_fingerprint)

@@ -1,0 +1,199 @@
+r"""Per-datapoint log-likelihood estimates, the same for every model (docs/math.md, section 5).
+
+For a model with local latents in a plate and any proposal guide ``r(z | x_n)``,
+
+.. math::
+    \hat{\log p}(x_n) = \log \frac{1}{P}\sum_{p=1}^P \frac{p(x_n, z_p)}{r(z_p \mid x_n)},
+    \qquad z_p \sim r(\cdot \mid x_n),
+
+computed in chunks of particles (memory stays bounded) on the machinery of
+:mod:`pyro_mapa.infer.importance`, with the delta-method standard error
+``sqrt(Var[w] / (P E[w]^2))``. The estimate is consistent for any proposal whose
+support covers the posterior; the standard error says whether ``P`` is enough, and
+:func:`stable_log_likelihood` adds samples until the mean stops moving.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, NamedTuple
+
+import pyro.distributions as dist
+import torch
+
+from .._checks import check_count
+from .._tensors import squared_distances
+from ..infer.importance import ImportanceWeightedELBO
+from ..models import GatheredNormal
+
+__all__ = [
+    "LogLikelihood",
+    "StableEstimate",
+    "check_sample_range",
+    "empirical_log_likelihood",
+    "grid_log_likelihood",
+    "importance_log_likelihood",
+    "stable_log_likelihood",
+]
+
+
+class LogLikelihood(NamedTuple):
+    """Per-datapoint estimates of ``log p(x_n)`` and their standard errors (nats)."""
+
+    value: torch.Tensor
+    stderr: torch.Tensor
+
+
+class _ImportanceSampler(ImportanceWeightedELBO):
+    """Log-weights under any proposal with a density: nothing is differentiated."""
+
+    def _check_guide_site(self, site: dict) -> None:
+        fn = site["fn"]
+        while isinstance(fn, (dist.Independent, dist.MaskedDistribution, dist.ExpandedDistribution)):
+            fn = fn.base_dist
+        if isinstance(fn, dist.Delta):
+            raise ValueError(
+                f"proposal site '{site['name']}' is a point mass (Delta, e.g. AutoDelta): it has no density, "
+                "so importance sampling would return log p(x, z*) rather than log p(x); use a proposal with spread"
+            )
+
+
+def importance_log_likelihood(
+    model: Callable,
+    proposal: Callable,
+    *args,
+    num_particles: int = 1000,
+    chunk_size: int = 100,
+    max_plate_nesting: float = float("inf"),
+    **kwargs,
+) -> LogLikelihood:
+    """Importance-sampling estimate of ``log p(x_n)`` for each datapoint of the model's plate.
+
+    :param model: a Pyro model with its latent sites inside the data plate.
+    :param proposal: a guide with the same signature (the prior, an encoder, a mixture...).
+    :param num_particles: ``P``, draws per datapoint in all.
+    :param chunk_size: draws per pass (memory is ``O(chunk_size x batch)``).
+    :param max_plate_nesting: the model's plate nesting; guessed (and logged by Pyro) if infinite.
+
+    >>> import pyro
+    >>> def model(x):
+    ...     with pyro.plate("data", len(x)):
+    ...         z = pyro.sample("z", dist.Normal(0.0, 1.0))
+    ...         pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+    >>> def exact_posterior(x):  # p(z | x) = N(x / 2, 1 / 2): every weight equals p(x)
+    ...     with pyro.plate("data", len(x)):
+    ...         pyro.sample("z", dist.Normal(x / 2, 0.5**0.5))
+    >>> x = torch.tensor([0.0, 1.0])
+    >>> estimate = importance_log_likelihood(model, exact_posterior, x, num_particles=10, max_plate_nesting=1)
+    >>> estimate.value, dist.Normal(0.0, 2**0.5).log_prob(x)  # p(x) = N(x; 0, 2)
+    (tensor([-1.2655, -1.5155]), tensor([-1.2655, -1.5155]))
+    """
+    check_count(num_particles, "num_particles")
+    check_count(chunk_size, "chunk_size")
+    sampler = _ImportanceSampler(chunk_size, 0.0, max_plate_nesting)
+    log_sum = log_sum_sq = None
+    done = 0
+    with torch.no_grad():
+        while done < num_particles:
+            sampler.num_particles = min(chunk_size, num_particles - done)
+            log_w = sampler.importance_weights(model, proposal, *args, **kwargs).log_weights
+            chunk_sum, chunk_sum_sq = log_w.logsumexp(0), (2 * log_w).logsumexp(0)
+            log_sum = chunk_sum if log_sum is None else torch.logaddexp(log_sum, chunk_sum)
+            log_sum_sq = chunk_sum_sq if log_sum_sq is None else torch.logaddexp(log_sum_sq, chunk_sum_sq)
+            done += sampler.num_particles
+    log_mean = log_sum - math.log(done)
+    relative_variance = (log_sum_sq - math.log(done) - 2 * log_mean).exp() - 1
+    return LogLikelihood(log_mean, (relative_variance.clamp_min(0) / done).sqrt())
+
+
+def empirical_log_likelihood(
+    decoder: Callable[[torch.Tensor], torch.Tensor],
+    codes: torch.Tensor,
+    x: torch.Tensor,
+    sigma: float,
+    chunk_size: int = 256,
+) -> torch.Tensor:
+    """Exact ``log p(x | theta, Z) = logsumexp_m log N(x; f(z_m), sigma^2 I) - log N`` per
+    point of ``x``, for the Gaussian empiricalized model. The decoder runs once on the
+    ``N`` codes; the ``len(x) x N`` log-likelihoods are formed in chunks of ``x``."""
+    with torch.no_grad():
+        likelihood = GatheredNormal(decoder(codes), sigma, torch.arange(codes.shape[0], device=codes.device))
+        chunks = [likelihood.log_prob(c.unsqueeze(-2)).logsumexp(-1) for c in x.split(chunk_size)]
+        return torch.cat(chunks) - math.log(codes.shape[0])
+
+
+def grid_log_likelihood(
+    decoder: Callable[[torch.Tensor], torch.Tensor],
+    prior: dist.Distribution,
+    sigma: float,
+    x: torch.Tensor,
+    low: float,
+    high: float,
+    num_points: int = 2001,
+) -> torch.Tensor:
+    """``log p(x_n) = log \\int N(x_n; f(z), sigma^2 I) p(z) dz`` per point of ``x`` by the
+    midpoint rule on a regular grid over ``[low, high]^d``, for a latent of ``d <= 2``
+    dimensions: a reference for importance sampling that involves no proposal. The grid
+    must cover the posteriors and be fine next to their widths (``num_points`` per axis).
+
+    >>> prior = dist.Normal(torch.zeros(1), 1.0).to_event(1)
+    >>> x = torch.tensor([[0.3]])  # x ~ N(z, 0.5^2): p(x) = N(x; 0, 1 + 0.25)
+    >>> round(grid_log_likelihood(lambda z: z, prior, 0.5, x, -8.0, 8.0).item(), 5)
+    -1.06651
+    >>> round(dist.Normal(0.0, 1.25**0.5).log_prob(x).item(), 5)
+    -1.06651
+    """
+    if len(prior.event_shape) != 1 or prior.event_shape[0] > 2:
+        raise ValueError(
+            f"grid_log_likelihood integrates over d <= 2 latent dimensions (a prior of event shape (d,)), "
+            f"got event shape {tuple(prior.event_shape)}"
+        )
+    d = prior.event_shape[0]
+    if x.dim() != 2:
+        raise ValueError(f"x must be a (num_points, D) matrix, got shape {tuple(x.shape)}")
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ValueError(f"the grid needs finite low < high, got [{low}, {high}]")
+    check_count(num_points, "num_points")
+    step = (high - low) / num_points
+    axis = torch.linspace(low + step / 2, high - step / 2, num_points, dtype=x.dtype, device=x.device)
+    grid = torch.cartesian_prod(*[axis] * d).reshape(-1, d)
+    total = torch.full((len(x),), -math.inf, dtype=x.dtype, device=x.device)
+    with torch.no_grad():  # grid chunks of 2^24 / max(len(x), D) points: bounded memory, one pass over x each
+        for chunk in grid.split(max(1, 2**24 // max(len(x), x.shape[1]))):
+            squared = squared_distances(x / sigma, decoder(chunk) / sigma, precise=True)  # (len(x), len(chunk))
+            total = torch.logaddexp(total, (prior.log_prob(chunk) - 0.5 * squared).logsumexp(-1))
+    dim = x.shape[-1]
+    return total + d * math.log(step) - dim * math.log(sigma) - 0.5 * dim * math.log(2 * math.pi)
+
+
+class StableEstimate(NamedTuple):
+    """What :func:`stable_log_likelihood` returns: the last estimate, its samples per
+    point, and whether the mean had settled (``False``: the limit stopped it first)."""
+
+    estimate: LogLikelihood
+    particles: int
+    converged: bool
+
+
+def check_sample_range(start: int, limit: int, start_name: str = "start", limit_name: str = "limit") -> None:
+    """Both counts are positive ints and ``start <= limit`` (what :func:`stable_log_likelihood` needs)."""
+    check_count(start, start_name)
+    if check_count(limit, limit_name) < start:
+        raise ValueError(f"{limit_name} ({limit}) is below {start_name} ({start})")
+
+
+def stable_log_likelihood(
+    estimate: Callable[[int], LogLikelihood], start: int, limit: int, tolerance: float = 0.01
+) -> StableEstimate:
+    """``estimate(P)`` at ``P = start, 4 start, 16 start, ...`` (at most ``limit``) until the
+    mean over points moves by less than ``tolerance`` nats from one ``P`` to the next.
+    An importance-sampling estimate of ``log p`` is biased low, the less the more samples,
+    so a mean that stops rising is one that has stopped moving. ``start == limit`` gives
+    one estimate, not called converged."""
+    check_sample_range(start, limit)
+    particles, current = start, estimate(start)
+    while 4 * particles <= limit:
+        particles, previous, current = 4 * particles, current, estimate(4 * particles)
+        if abs(current.value.mean() - previous.value.mean()) < tolerance:
+            return StableEstimate(current, particles, True)
+    return StableEstimate(current, particles, False)

@@ -1,0 +1,86 @@
+"""The models and guides the comparison trains (docs/math.md, sections 1 and 8).
+
+All share one decoder architecture (``d -> 50 -> 50 -> D``, tanh) and a fixed ``sigma``:
+
+* the VAE model ``z ~ N(0, I)``, ``x ~ N(f(z), sigma^2 I)`` in a subsampled data plate,
+  with an amortized Gaussian encoder guide (VAE, IWAE) or Pyro's ``AutoNormal`` /
+  ``AutoDelta`` (non-amortized local latents);
+* the empiricalized model, ``i ~ Categorical(N)``, ``x ~ N(f(z_i), sigma^2 I)``, whose
+  decoder runs on the distinct indices of a step (:func:`~pyro_mapa.decode_unique`),
+  scored by :class:`~pyro_mapa.GatheredNormal`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import pyro
+import pyro.distributions as dist
+import torch
+
+from ..models import GatheredNormal, decode_unique
+
+__all__ = ["empirical_model", "encoder_guide", "make_decoder", "make_encoder", "vae_model"]
+
+
+def make_decoder(latent_dim: int, obs_dim: int, hidden: int = 50) -> torch.nn.Module:
+    """The decoder every method shares."""
+    return torch.nn.Sequential(
+        torch.nn.Linear(latent_dim, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, hidden), torch.nn.Tanh(),
+        torch.nn.Linear(hidden, obs_dim),
+    )
+
+
+def make_encoder(obs_dim: int, latent_dim: int, hidden: int = 50) -> torch.nn.Module:
+    """The amortized encoder of VAE and IWAE: ``x -> (loc, log scale)``."""
+    return make_decoder(obs_dim, 2 * latent_dim, hidden)
+
+
+def vae_model(decoder: torch.nn.Module, sigma: float, num_points: int, latent_dim: int) -> Callable:
+    """``z ~ N(0, I)``, ``x ~ N(f(z), sigma^2 I)``; called as ``model(x, idx)``."""
+
+    def model(x, idx=None):
+        pyro.module("decoder", decoder)
+        with pyro.plate("data", num_points, subsample=idx):
+            z = pyro.sample("z", dist.Normal(torch.zeros(latent_dim), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(decoder(z), sigma).to_event(1), obs=x)
+
+    return model
+
+
+def encoder_guide(encoder: torch.nn.Module, num_points: int) -> Callable:
+    """``z ~ N(loc(x), scale(x)^2)``, amortized; called as ``guide(x, idx)``."""
+
+    def guide(x, idx=None):
+        pyro.module("encoder", encoder)
+        with pyro.plate("data", num_points, subsample=idx):
+            loc, log_scale = encoder(x).chunk(2, dim=-1)
+            pyro.sample("z", dist.Normal(loc, log_scale.clamp(-10, 5).exp()).to_event(1))
+
+    return guide
+
+
+def empirical_model(
+    decoder: torch.nn.Module,
+    sigma: float,
+    num_points: int,
+    latent_dim: int,
+    init_codes: torch.Tensor | None = None,
+) -> Callable:
+    """``i ~ Categorical(N)``, ``x ~ N(f(z_i), sigma^2 I)`` with learnable codes ``z``,
+    started at ``init_codes`` (``N x d``, e.g. :func:`~pyro_mapa.pca_codes`) or near 0."""
+    if init_codes is not None and tuple(init_codes.shape) != (num_points, latent_dim):
+        raise ValueError(f"init_codes must have shape ({num_points}, {latent_dim}), got {tuple(init_codes.shape)}")
+
+    def initial_codes() -> torch.Tensor:
+        return init_codes.clone() if init_codes is not None else 0.1 * torch.randn(num_points, latent_dim)
+
+    def model(x, idx=None):
+        pyro.module("decoder", decoder)
+        codes = pyro.param("codes", initial_codes)
+        with pyro.plate("data", num_points, subsample=idx):
+            i = pyro.sample("i", dist.Categorical(logits=torch.zeros(num_points)))
+            loc, rows = decode_unique(decoder, codes, i)
+            pyro.sample("x", GatheredNormal(loc, sigma, rows), obs=x)
+
+    return model

@@ -1,0 +1,256 @@
+"""The comparison's methods as objects: each says how it builds its model, guide and loss,
+where its training codes are, and which continuous prior scores it.
+
+Adding a method is one class here and one entry in :data:`METHODS`; the training loop
+(:mod:`pyro_mapa.experiments.training`) asks the method, never its name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, ClassVar, NamedTuple
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.infer import Trace_ELBO
+from pyro.infer.autoguide import AutoDelta, AutoNormal, init_to_value
+
+from ..cache import MAPAPosterior
+from ..infer import IWAE_ELBO, MAPA_ELBO, MAPAGuide
+from ..models import fit_prior, pca_codes
+from .baselines import empirical_model, encoder_guide, make_encoder, vae_model
+from .split import Split
+
+__all__ = [
+    "METHODS",
+    "AutoDeltaMethod",
+    "AutoNormalMethod",
+    "Exact",
+    "IWAE",
+    "MAPA",
+    "Method",
+    "TrainingSetup",
+    "VAE",
+    "build_method",
+    "parse_method",
+]
+
+
+class TrainingSetup(NamedTuple):
+    """What a method trains: the model, its guide and loss, and the VAE family's encoder
+    (``None`` for the others; its passes are counted beside the decoder's)."""
+
+    model: Callable
+    guide: Callable
+    loss: pyro.infer.ELBO
+    encoder: torch.nn.Module | None
+
+
+@dataclass(frozen=True)
+class Method:
+    """One method of the comparison."""
+
+    #: the name before any numbers (``"iwae"`` of ``"iwae-20"``)
+    kind: ClassVar[str]
+    #: whether it trains the empiricalized model (scored with a GMM fitted to its codes,
+    #: and by the empiricalized model's exact log-likelihood beside it)
+    empirical: ClassVar[bool] = False
+
+    @property
+    def label(self) -> str:
+        """The method's name in tables, ``results.json`` and ``--methods``."""
+        return self.kind
+
+    def setup(self, split: Split, decoder: torch.nn.Module, init_codes: torch.Tensor | None) -> TrainingSetup:
+        """Model, guide and loss on ``split``'s training points around ``decoder``, per-point
+        codes started at ``init_codes`` (``None``: the method's own default)."""
+        raise NotImplementedError
+
+    def train_codes(self, setup: TrainingSetup, train: torch.Tensor) -> torch.Tensor:
+        """The training points' codes under the current parameters (the scorer's anchors)."""
+        raise NotImplementedError
+
+    def continuous_prior(self, codes: torch.Tensor, seed: int) -> dist.Distribution:
+        """The prior of the continuous model the method is scored as: ``N(0, I)``."""
+        return dist.Normal(torch.zeros(codes.shape[1]), 1.0).to_event(1)
+
+
+def _create_plates(num_points: int) -> Callable:
+    def create_plates(x, idx=None):
+        return pyro.plate("data", num_points, subsample=idx)
+
+    return create_plates
+
+
+def _set_up(guide: Callable, train: torch.Tensor) -> Callable:
+    """Call a guide that traces the model once on all ``N`` points: point ``n`` starts at its own code."""
+    guide(train, torch.arange(len(train)))
+    return guide
+
+
+@dataclass(frozen=True)
+class VAE(Method):
+    """An amortized Gaussian encoder trained with ``Trace_ELBO``."""
+
+    kind = "vae"
+
+    def loss(self) -> pyro.infer.ELBO:
+        return Trace_ELBO()
+
+    def setup(self, split, decoder, init_codes):
+        (num_points, obs_dim), d = split.train.shape, split.latent_dim
+        encoder = make_encoder(obs_dim, d)
+        return TrainingSetup(
+            vae_model(decoder, split.sigma, num_points, d), encoder_guide(encoder, num_points), self.loss(), encoder
+        )
+
+    def train_codes(self, setup, train):
+        return setup.encoder(train).chunk(2, -1)[0].detach()
+
+
+@dataclass(frozen=True)
+class IWAE(VAE):
+    """The same encoder with the per-datapoint IWAE bound of ``num_particles`` draws."""
+
+    num_particles: int
+    kind = "iwae"
+
+    @property
+    def label(self) -> str:
+        return f"iwae-{self.num_particles}"
+
+    def loss(self) -> pyro.infer.ELBO:
+        return IWAE_ELBO(self.num_particles, max_plate_nesting=1)
+
+
+@dataclass(frozen=True)
+class AutoNormalMethod(Method):
+    """Pyro's ``AutoNormal`` on the VAE model: non-amortized local latents."""
+
+    kind = "autonormal"
+    autoguide: ClassVar[type] = AutoNormal
+
+    def setup(self, split, decoder, init_codes):
+        num_points = len(split.train)
+        init = {} if init_codes is None else {"init_loc_fn": init_to_value(values={"z": init_codes})}
+        model = vae_model(decoder, split.sigma, num_points, split.latent_dim)
+        guide = self.autoguide(model, create_plates=_create_plates(num_points), **init)
+        return TrainingSetup(model, _set_up(guide, split.train), Trace_ELBO(), None)
+
+    def train_codes(self, setup, train):
+        return setup.guide.median(train)["z"].detach()
+
+
+@dataclass(frozen=True)
+class AutoDeltaMethod(AutoNormalMethod):
+    """Pyro's ``AutoDelta`` on the VAE model: a point per datapoint (MAP)."""
+
+    kind = "autodelta"
+    autoguide: ClassVar[type] = AutoDelta
+
+
+@dataclass(frozen=True)
+class MAPA(Method):
+    """The empiricalized model with :class:`~pyro_mapa.MAPAGuide` and
+    :class:`~pyro_mapa.MAPA_ELBO` of ``K`` neighbours and ``S`` samples."""
+
+    num_neighbors: int
+    num_samples: int
+    kind = "mapa"
+    empirical = True
+
+    @property
+    def label(self) -> str:
+        return f"mapa-{self.num_neighbors}-{self.num_samples}"
+
+    def num_cached(self, num_points: int) -> int:
+        """``K_c`` of the cache: 64, or ``K`` if more."""
+        return max(64, self.num_neighbors)
+
+    def bound(self, num_points: int) -> MAPA_ELBO:
+        return MAPA_ELBO(self.num_neighbors, self.num_samples, max_plate_nesting=1)
+
+    def setup(self, split, decoder, init_codes):
+        num_points = len(split.train)
+        model = empirical_model(decoder, split.sigma, num_points, split.latent_dim, init_codes)
+        posterior = MAPAPosterior.fit(split.train, scale=split.sigma, num_cached=self.num_cached(num_points))
+        guide = MAPAGuide(model, posterior, create_plates=_create_plates(num_points))
+        return TrainingSetup(model, _set_up(guide, split.train), self.bound(num_points), None)
+
+    def train_codes(self, setup, train):
+        return pyro.param("codes").detach()
+
+    def continuous_prior(self, codes, seed):
+        """A 10-component Gaussian mixture fitted to the codes (:func:`~pyro_mapa.fit_prior`)."""
+        return fit_prior(codes, "gmm", num_components=10, seed=seed)
+
+
+@dataclass(frozen=True)
+class Exact(MAPA):
+    """Exact enumeration of the same model: ``K = N``, ``S = 0`` (any cache will do)."""
+
+    num_neighbors: int = 0
+    num_samples: int = 0
+    kind = "exact"
+
+    @property
+    def label(self) -> str:
+        return "exact"
+
+    def num_cached(self, num_points: int) -> int:
+        return min(num_points, 64)
+
+    def bound(self, num_points: int) -> MAPA_ELBO:
+        return MAPA_ELBO(num_points, 0, max_plate_nesting=1)
+
+
+#: Every method by kind, with the number of integers its name carries (``mapa-K-S``: 2).
+METHODS: dict[str, tuple[type[Method], int]] = {
+    "vae": (VAE, 0),
+    "iwae": (IWAE, 1),
+    "autonormal": (AutoNormalMethod, 0),
+    "autodelta": (AutoDeltaMethod, 0),
+    "mapa": (MAPA, 2),
+    "exact": (Exact, 0),
+}
+
+
+def parse_method(name: str) -> Method:
+    """The method named ``"vae"``, ``"iwae-S"``, ``"autonormal"``, ``"autodelta"``,
+    ``"mapa-K-S"`` or ``"exact"``.
+
+    >>> parse_method("mapa-5-10")
+    MAPA(num_neighbors=5, num_samples=10)
+    """
+    kind, *numbers = name.split("-")
+    if kind not in METHODS or len(numbers) != METHODS[kind][1] or not all(n.isdigit() for n in numbers):
+        raise ValueError(f"unknown method {name!r}: use vae, iwae-S, autonormal, autodelta, mapa-K-S or exact")
+    return METHODS[kind][0](*(int(n) for n in numbers))
+
+
+def build_method(method: str | Method, split: Split, decoder: torch.nn.Module, code_init: str = "pca") -> TrainingSetup:
+    """The model, guide and loss of ``method`` on ``split``'s training points, around
+    ``decoder``, with every guide's parameters set up (an AutoGuide or a MAPAGuide traces
+    the model once, on all ``N`` training points). Call it with an empty param store
+    (``pyro.clear_param_store()``): ``pyro.module`` and ``pyro.param`` would otherwise
+    reuse another run's values.
+
+    :param code_init: where the per-point codes start (MAPA's and exact enumeration's
+        codes, AutoDelta's points, AutoNormal's means): ``"pca"``, the training points'
+        principal components (:func:`~pyro_mapa.pca_codes`), or ``"random"``: the
+        empiricalized model's ``0.1 N(0, I)``, and Pyro's default for the AutoGuides
+        (AutoNormal's ``init_to_feasible``: every mean at 0; AutoDelta's ``init_to_median``:
+        the median of a few prior draws per point). The encoders of VAE and IWAE have no
+        per-point codes and start as they are.
+    """
+    method = parse_method(method) if isinstance(method, str) else method
+    if code_init not in ("pca", "random"):
+        raise ValueError(f"code_init must be 'pca' or 'random', got {code_init!r}")
+    if len(pyro.get_param_store()):
+        raise ValueError(
+            f"the param store already holds {sorted(pyro.get_param_store().keys())[:3]}...: build_method would "
+            "reuse them; call pyro.clear_param_store() first"
+        )
+    init_codes = pca_codes(split.train, split.latent_dim) if code_init == "pca" else None
+    return method.setup(split, decoder, init_codes)

@@ -1,0 +1,231 @@
+"""One run of the comparison protocol: MAPA against VAE, IWAE and Pyro's AutoGuides (docs/math.md, section 8).
+
+Every method trains the same decoder with the same fixed ``sigma`` on the same split,
+with the same optimiser (Adam, at one given learning rate, or at a rate chosen per method
+by validation on a separate tuning seed), for the same budget of decoder passes (counted
+by hooks, training only). Per-point codes (the empiricalized model's,
+AutoDelta's and AutoNormal's) start at the training points' principal components by
+default (:func:`~pyro_mapa.pca_codes`; from codes near 0 the empiricalized model sits on
+a plateau). At each of ``num_checkpoints`` checkpoints the method becomes a
+continuous-prior model (:meth:`~pyro_mapa.experiments.methods.Method.continuous_prior`:
+``N(0, I)`` for the VAE model, :func:`~pyro_mapa.fit_prior` on the codes for the
+empiricalized ones) and is scored on validation and test points by one estimator for
+all: importance sampling (:func:`~pyro_mapa.evaluation.importance_log_likelihood`) with
+a mixture of Laplace approximations anchored at the method's own training codes whose
+decoded means lie nearest the point, plus 0.1 of the prior
+(:func:`~pyro_mapa.evaluation.laplace_mixture_proposal`). The test log-likelihood is that
+of the checkpoint with the best validation log-likelihood, estimated with as many samples
+as it takes to be stable to 0.01 nats (:func:`~pyro_mapa.evaluation.stable_log_likelihood`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Callable
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.infer import SVI
+from pyro.optim import Adam
+
+from .._checks import check_count
+from ..evaluation import (
+    LogLikelihood,
+    empirical_log_likelihood,
+    grid_log_likelihood,
+    importance_log_likelihood,
+    laplace_mixture_proposal,
+    stable_log_likelihood,
+)
+from ..evaluation.likelihood import check_sample_range
+from .baselines import make_decoder
+from .counting import PassCounter
+from .methods import Method, build_method, parse_method
+from .split import Split
+
+__all__ = ["GRID_POINTS", "RunResult", "continuous_log_likelihood", "restore_params", "snapshot_params", "train_and_score"]
+
+#: Grid points per axis of the quadrature check, by latent dimension.
+GRID_POINTS = {1: 20001, 2: 801}
+
+
+@dataclass
+class RunResult:
+    """One method, one seed: the scores at the best-validation checkpoint and the curve."""
+
+    method: str
+    seed: int
+    lr: float
+    test_ll: float = -math.inf
+    test_se: float = 0.0
+    best_val_ll: float = -math.inf
+    passes_to_best: int = 0
+    seconds_to_best: float = 0.0
+    total_passes: int = 0
+    decoder_per_point_step: float = 0.0
+    encoder_per_point_step: float = 0.0
+    steps: int = 0
+    test_particles: int = 0  # importance samples per point behind test_ll (stable_log_likelihood)
+    test_converged: bool | None = None  # whether test_ll had settled to 0.01 nats before the sample limit
+    grid_test_ll: float | None = None  # the same by grid quadrature, for a latent of d <= 2 (a check)
+    empirical_test_ll: float | None = None  # the empiricalized model's exact test LL (MAPA, exact)
+    curve: list = field(default_factory=list)  # (decoder passes, val LL, test LL)
+
+
+def _continuous_model(decoder: torch.nn.Module, prior: dist.Distribution, sigma: float):
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", prior)
+            pyro.sample("x", dist.Normal(decoder(z), sigma).to_event(1), obs=x)
+
+    return model
+
+
+def continuous_log_likelihood(
+    decoder: torch.nn.Module,
+    prior: dist.Distribution,
+    sigma: float,
+    codes: torch.Tensor,
+    x: torch.Tensor,
+    num_particles: int,
+) -> LogLikelihood:
+    """``log p(x_n)`` per point of ``x`` for the continuous-prior model ``z ~ prior``,
+    ``x ~ N(decoder(z), sigma^2 I)``, by the comparison's one estimator: importance
+    sampling with :func:`~pyro_mapa.evaluation.laplace_mixture_proposal` anchored at the
+    model's training ``codes`` (0.1 of it the prior), in chunks of 200 draws."""
+    return importance_log_likelihood(
+        _continuous_model(decoder, prior, sigma), laplace_mixture_proposal(decoder, codes, sigma, prior=prior), x,
+        num_particles=num_particles, chunk_size=min(num_particles, 200), max_plate_nesting=1,
+    )
+
+
+def snapshot_params() -> dict[str, torch.Tensor]:
+    """A copy of every parameter in Pyro's param store (unconstrained values)."""
+    return {name: value.detach().clone() for name, value in pyro.get_param_store().named_parameters()}
+
+
+def restore_params(state: dict[str, torch.Tensor]) -> None:
+    """Write a :func:`snapshot_params` copy back, in place, so that modules and guides
+    that hold the store's tensors see it."""
+    store = pyro.get_param_store()
+    if set(state) != set(store.keys()):
+        raise ValueError(
+            f"the snapshot holds {sorted(state)[:3]}... but the param store {sorted(store.keys())[:3]}...: it is "
+            "another run's, or empty (no checkpoint was scored)"
+        )
+    with torch.no_grad():
+        for name, value in store.named_parameters():
+            value.copy_(state[name])
+
+
+def train_and_score(
+    method: str | Method,
+    split: Split,
+    seed: int,
+    budget: int,
+    *,
+    batch_size: int = 100,
+    lr: float = 1e-2,
+    code_init: str = "pca",
+    num_checkpoints: int = 20,
+    eval_particles: int = 100,
+    test_particles: int = 2000,
+    max_test_particles: int = 32000,
+    inspect: Callable[[torch.nn.Module, dist.Distribution, torch.Tensor], None] | None = None,
+) -> RunResult:
+    """Train ``method`` for ``budget`` decoder passes and score it (see the module docstring).
+
+    At each of ``num_checkpoints`` checkpoints the validation and test log-likelihoods are
+    estimated with ``eval_particles`` importance samples per point (the curve); the
+    parameters of the checkpoint with the best validation value are kept, and scored on
+    the test points once, at the end, by :func:`stable_log_likelihood` from
+    ``test_particles`` up to ``max_test_particles`` samples per point, until stable to
+    0.01 nats. For a latent of ``d <= 2`` it is also integrated on a grid
+    (:func:`~pyro_mapa.evaluation.grid_log_likelihood` over the codes' range plus 4 in every
+    direction, ``GRID_POINTS[d]`` points per axis), a check that needs no proposal.
+
+    :param method: a :class:`~pyro_mapa.experiments.methods.Method` or its name (``"mapa-5-10"``).
+    :param code_init: where per-point codes start, as in
+        :func:`~pyro_mapa.experiments.methods.build_method`.
+    :param inspect: called once at the end with the best checkpoint's decoder, its
+        continuous prior and its training codes, for whoever wants to score it otherwise
+        (benchmarks/estimator_stability.py, benchmarks/prior_family.py).
+    """
+    method = parse_method(method) if isinstance(method, str) else method
+    for name, count in [("budget", budget), ("batch_size", batch_size), ("num_checkpoints", num_checkpoints),
+                        ("eval_particles", eval_particles)]:
+        check_count(count, name)
+    check_sample_range(test_particles, max_test_particles, "test_particles", "max_test_particles")
+    pyro.set_rng_seed(seed)
+    pyro.clear_param_store()
+    train, sigma, d = split.train, split.sigma, split.latent_dim
+    decoder = make_decoder(d, train.shape[1])
+    setup = build_method(method, split, decoder, code_init)
+    model, guide, loss, encoder = setup
+    decoder_passes = PassCounter(decoder)  # attached after every guide's set-up: only training passes count
+    encoder_passes = PassCounter(encoder) if encoder is not None else None
+    num_points = len(train)
+    svi = SVI(model, guide, Adam({"lr": lr}), loss=loss)
+
+    def current_prior() -> tuple[dist.Distribution, torch.Tensor]:
+        """The continuous prior of the current parameters, and the training codes."""
+        codes = method.train_codes(setup, train)
+        return method.continuous_prior(codes, seed), codes
+
+    def estimate(prior: dist.Distribution, codes: torch.Tensor, which: str, num_particles: int) -> LogLikelihood:
+        x = split.val if which == "val" else split.test
+        return continuous_log_likelihood(decoder, prior, sigma, codes, x, num_particles)
+
+    result = RunResult(method=method.label, seed=seed, lr=lr)
+    best_state = {}
+    next_checkpoint, elapsed = budget / num_checkpoints, 0.0
+    while decoder_passes.count < budget:
+        idx = torch.randint(0, num_points, (batch_size,))
+        start = time.perf_counter()
+        svi.step(train[idx], idx)
+        elapsed += time.perf_counter() - start
+        result.steps += 1
+        if decoder_passes.count >= next_checkpoint or decoder_passes.count >= budget:
+            next_checkpoint += budget / num_checkpoints
+            passes = decoder_passes.count  # the training passes so far
+            # evaluation passes are not training passes, and its random draws come from a forked
+            # generator: the training trajectory does not depend on the evaluation's settings
+            with torch.no_grad(), torch.random.fork_rng(), ExitStack() as evaluation:
+                for counter in filter(None, (decoder_passes, encoder_passes)):
+                    evaluation.enter_context(counter.paused())
+                prior, codes = current_prior()
+                val_ll = estimate(prior, codes, "val", eval_particles).value.mean().item()
+                test_ll = estimate(prior, codes, "test", eval_particles).value.mean().item()
+            if val_ll > result.best_val_ll:
+                result.best_val_ll, result.passes_to_best, result.seconds_to_best = val_ll, passes, elapsed
+                best_state = snapshot_params()
+            result.curve.append((passes, val_ll, test_ll))
+    result.total_passes = decoder_passes.count
+    decoder_passes.remove()
+    if encoder_passes is not None:
+        encoder_passes.remove()
+    if not best_state:
+        raise ValueError(f"{method.label}: no checkpoint had a finite validation log-likelihood (did training diverge?)")
+    restore_params(best_state)
+    with torch.no_grad():  # the best-validation checkpoint, scored once, until stable
+        prior, codes = current_prior()
+        final, result.test_particles, result.test_converged = stable_log_likelihood(
+            lambda p: estimate(prior, codes, "test", p), test_particles, max_test_particles
+        )
+        result.test_ll = final.value.mean().item()
+        result.test_se = (final.stderr.square().mean() / len(split.test)).sqrt().item()
+        if method.empirical:
+            result.empirical_test_ll = empirical_log_likelihood(decoder, codes, split.test, sigma).mean().item()
+        if d <= 2:
+            low, high = codes.min().item() - 4.0, codes.max().item() + 4.0
+            grid = grid_log_likelihood(decoder, prior, sigma, split.test, low, high, GRID_POINTS[d])
+            result.grid_test_ll = grid.mean().item()
+        if inspect is not None:
+            inspect(decoder, prior, codes)
+    result.decoder_per_point_step = result.total_passes / (result.steps * batch_size)
+    result.encoder_per_point_step = (encoder_passes.count if encoder_passes else 0) / (result.steps * batch_size)
+    return result

@@ -1,0 +1,113 @@
+"""Fit a parametric prior ``p_psi(z)`` to learned codes by maximum likelihood (docs/math.md, section 1).
+
+The final model of MAPA is ``z ~ p_psi``, ``x ~ p(x | f_theta(z))``: a VAE-style model
+that can generate new data. Three families:
+
+* ``"gaussian"``: the closed-form MLE (sample mean and biased covariance).
+* ``"gmm"``: a Gaussian mixture fitted by scikit-learn's ``GaussianMixture`` (EM with
+  k-means initialisation: well kept, and a better optimiser than anything we would
+  rewrite), returned as Pyro's ``MixtureSameFamily``.
+* ``"flow"``: a neural spline flow on a standard normal base, built from Pyro's own
+  ``spline_coupling`` / ``spline`` transforms and trained by Adam on the negative
+  log-likelihood.
+"""
+
+from __future__ import annotations
+
+import pyro.distributions as dist
+import pyro.distributions.transforms as T
+import torch
+
+from .._checks import as_data_tensor, check_count
+from .._progress import progress_bar
+
+__all__ = ["fit_prior"]
+
+
+def _gaussian(codes: torch.Tensor) -> dist.Distribution:
+    mean = codes.mean(0)
+    centred = codes - mean
+    cov = centred.T @ centred / len(codes)
+    cov = cov + 1e-6 * cov.diagonal().mean() * torch.eye(len(mean), dtype=codes.dtype, device=codes.device)
+    return dist.MultivariateNormal(mean, covariance_matrix=cov)
+
+
+def _gmm(codes: torch.Tensor, num_components: int, seed: int) -> dist.Distribution:
+    from sklearn.mixture import GaussianMixture
+
+    gmm = GaussianMixture(num_components, covariance_type="full", random_state=seed, reg_covar=1e-6)
+    gmm.fit(codes.detach().cpu().double().numpy())
+
+    def tensor(a):
+        return torch.as_tensor(a, dtype=codes.dtype, device=codes.device)
+
+    components = dist.MultivariateNormal(tensor(gmm.means_), covariance_matrix=tensor(gmm.covariances_))
+    return dist.MixtureSameFamily(dist.Categorical(probs=tensor(gmm.weights_)), components)
+
+
+def _flow(codes: torch.Tensor, num_steps: int, seed: int, progress: bool | None) -> dist.Distribution:
+    # its own generator and gradients on: the caller's random state is left alone, and a
+    # fit inside ``torch.no_grad()`` (a scoring loop) still trains
+    with torch.random.fork_rng(), torch.enable_grad():
+        torch.manual_seed(seed)
+        return _train_flow(codes, num_steps, progress)
+
+
+def _train_flow(codes: torch.Tensor, num_steps: int, progress: bool | None) -> dist.Distribution:
+    d = codes.shape[1]
+    # standardise first (an affine map), so that the spline's bounded region covers the codes
+    loc, scale = codes.mean(0), codes.std(0).clamp_min(1e-6)
+    standardise = T.AffineTransform(loc, scale)
+    splines = [T.Spline(d, count_bins=16, bound=5.0)] if d == 1 else [
+        T.spline_coupling(d, count_bins=16, bound=5.0) for _ in range(2)
+    ]
+    splines = [s.to(device=codes.device, dtype=codes.dtype) for s in splines]
+    base = dist.Normal(torch.zeros(d, dtype=codes.dtype, device=codes.device), 1.0).to_event(1)
+    flow = dist.TransformedDistribution(base, [*splines, standardise])
+    params = [p for s in splines for p in s.parameters()]
+    optimizer = torch.optim.Adam(params, lr=1e-2)
+    for _ in progress_bar(range(num_steps), progress=progress, desc="fitting flow prior", leave=False):
+        optimizer.zero_grad()
+        loss = -flow.log_prob(codes).mean()
+        loss.backward()
+        optimizer.step()
+    for p in params:
+        p.requires_grad_(False)
+    return dist.TransformedDistribution(base, [*splines, standardise])
+
+
+def fit_prior(
+    codes: torch.Tensor,
+    family: str = "gaussian",
+    *,
+    num_components: int = 10,
+    num_steps: int = 1000,
+    seed: int = 0,
+    progress: bool | None = None,
+) -> dist.Distribution:
+    """Fit ``p_psi(z)`` to ``codes`` (``N x d``) by maximum likelihood.
+
+    :param family: ``"gaussian"``, ``"gmm"`` or ``"flow"``.
+    :param num_components: mixture components (``"gmm"``).
+    :param num_steps: Adam steps on the full batch (``"flow"``).
+    :param seed: seeds the GMM initialisation and the flow's parameters.
+    :param progress: progress bar for the flow; ``None`` shows one on a terminal only.
+    :returns: a Pyro distribution with event shape ``(d,)`` and no parameters that
+        require gradients.
+
+    >>> prior = fit_prior(torch.randn(500, 2) + 3.0)
+    >>> prior.event_shape, prior.mean.round().tolist()
+    (torch.Size([2]), [3.0, 3.0])
+    """
+    codes = as_data_tensor(codes, "codes").detach()
+    if family == "gaussian":
+        return _gaussian(codes)
+    if family == "gmm":
+        check_count(num_components, "num_components")
+        if num_components > len(codes):
+            raise ValueError(f"num_components={num_components} is larger than the number of codes {len(codes)}")
+        return _gmm(codes, num_components, seed)
+    if family == "flow":
+        check_count(num_steps, "num_steps")
+        return _flow(codes, num_steps, seed, progress)
+    raise ValueError(f"family must be 'gaussian', 'gmm' or 'flow', got {family!r}")

@@ -1,0 +1,89 @@
+"""The log-likelihood estimator against probabilistic PCA's closed form; decode; counting."""
+
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from toy_models import Empirical
+
+from pyro_mapa import MAPA_ELBO, MAPAGuide, MAPAPosterior, decode
+from pyro_mapa.evaluation import empirical_log_likelihood, importance_log_likelihood
+from pyro_mapa.experiments.counting import PassCounter
+
+N, D, d, SIGMA = 8, 4, 2, 0.5
+
+
+@pytest.fixture
+def ppca(float64):
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(d, D, generator=g, dtype=torch.float64)
+    b = torch.randn(D, generator=g, dtype=torch.float64)
+    x = torch.randn(N, d, generator=g, dtype=torch.float64) @ w + b + SIGMA * torch.randn(N, D, generator=g, dtype=torch.float64)
+
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(torch.zeros(d), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(z @ w + b, SIGMA).to_event(1), obs=x)
+
+    def prior(x):
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(torch.zeros(d), 1.0).to_event(1))
+
+    def posterior(x):  # z | x ~ N(S W (x - b) / sigma^2, S), S = (I + W W^T / sigma^2)^-1
+        cov = torch.linalg.inv(torch.eye(d) + w @ w.T / SIGMA**2)
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.MultivariateNormal((x - b) @ w.T @ cov / SIGMA**2, covariance_matrix=cov))
+
+    exact = dist.MultivariateNormal(b, w.T @ w + SIGMA**2 * torch.eye(D)).log_prob(x)
+    return model, prior, posterior, x, exact
+
+
+def test_prior_proposal_agrees_with_the_closed_form(ppca):
+    model, prior, _, x, exact = ppca
+    estimate = importance_log_likelihood(model, prior, x, num_particles=20000, chunk_size=3000)
+    assert torch.all((estimate.value - exact).abs() < 4 * estimate.stderr + 1e-3)
+    assert torch.all(estimate.stderr < 0.2)
+
+
+def test_true_posterior_proposal_is_exact(ppca):
+    model, _, posterior, x, exact = ppca
+    estimate = importance_log_likelihood(model, posterior, x, num_particles=30, chunk_size=7)
+    assert torch.allclose(estimate.value, exact, atol=1e-8)
+    assert torch.all(estimate.stderr < 1e-6)
+
+
+def test_a_point_mass_proposal_is_refused(ppca):
+    model, _, _, x, _ = ppca
+
+    def delta(x):
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Delta(torch.zeros(len(x), d)).to_event(1))
+
+    with pytest.raises(ValueError, match="point mass"):
+        importance_log_likelihood(model, delta, x, num_particles=4)
+
+
+def test_empirical_log_likelihood_is_the_exact_bound(float64):
+    problem = Empirical()
+    posterior = MAPAPosterior.fit(problem.data, scale=problem.sigma, num_cached=problem.N)
+    guide = MAPAGuide(problem.model, posterior, create_plates=problem.create_plates)
+    loss = MAPA_ELBO(num_neighbors=problem.N, num_samples=0).loss(problem.model, guide, problem.data)
+    value = empirical_log_likelihood(problem.net, pyro.param("codes"), problem.data, problem.sigma, chunk_size=7)
+    assert value.sum().item() == pytest.approx(-loss, abs=1e-8)
+
+
+def test_decode_equals_the_decoder_on_gathered_codes_and_counts_distinct_indices():
+    net = torch.nn.Linear(2, 3)
+    codes = torch.randn(10, 2, requires_grad=True)
+    i = torch.tensor([[1, 4, 4], [1, 1, 9]])
+    counter = PassCounter(net)
+    out = decode(net, codes, i)
+    assert counter.count == 3
+    counter.remove()
+    expected = net(codes[i])
+    assert torch.allclose(out, expected)
+    (g1,) = torch.autograd.grad(out.sum(), codes)
+    (g2,) = torch.autograd.grad(expected.sum(), codes)
+    assert torch.allclose(g1, g2)
+    assert counter.count == 3  # removed: the later passes are not counted

@@ -1,0 +1,243 @@
+"""The comparison protocol on a tiny budget: costs counted where they happen, same split."""
+
+import json
+
+import pyro
+import pytest
+import torch
+
+from pyro_mapa import pca_codes
+from pyro_mapa.evaluation import (
+    LogLikelihood,
+    empirical_log_likelihood,
+    stable_log_likelihood,
+)
+from pyro_mapa.experiments import (
+    build_method,
+    load_split,
+    parse_method,
+    restore_params,
+    run_comparison,
+    snapshot_params,
+    train_and_score,
+)
+from pyro_mapa.experiments.baselines import empirical_model, make_decoder
+from pyro_mapa.experiments.cli import main
+from pyro_mapa.experiments.methods import MAPA
+
+
+@pytest.fixture(scope="module")
+def split():
+    return load_split("absolute-value", num_train=200, seed=0)
+
+
+@pytest.mark.parametrize(
+    "method, decoder_per_step, encoder_per_step",
+    [("vae", 1.0, 1.0), ("iwae-5", 5.0, 1.0), ("autonormal", 1.0, 0.0), ("autodelta", 1.0, 0.0)],
+)
+def test_passes_per_point_per_step_of_the_vae_family(split, method, decoder_per_step, encoder_per_step):
+    result = train_and_score(method, split, seed=0, budget=4000, num_checkpoints=2, eval_particles=10, test_particles=20,
+                             max_test_particles=20)
+    # counted by hooks, not computed; the guides' one-time set-up (build_method) is not training
+    assert result.decoder_per_point_step == decoder_per_step
+    assert result.encoder_per_point_step == encoder_per_step
+    assert result.total_passes == result.steps * 100 * decoder_per_step
+    assert 4000 <= result.total_passes < 4000 + 100 * decoder_per_step
+    assert 0 < result.passes_to_best <= result.total_passes  # evaluation passes are not counted
+    assert [c[0] for c in result.curve][-1] == result.total_passes
+    assert len(result.curve) == 2
+    assert result.test_ll < split.true_test + 0.5  # no model beats the truth by much on 500 points
+
+
+def test_mapa_runs_the_decoder_on_distinct_indices(split):
+    """K + S = 15 particles per point, but the decoder runs once per distinct index of the step."""
+    result = train_and_score("mapa-5-10", split, seed=0, budget=6000, num_checkpoints=1, eval_particles=10, test_particles=20,
+                               max_test_particles=20)
+    assert 1.0 < result.decoder_per_point_step < 15.0
+    assert result.encoder_per_point_step == 0.0
+    exact = train_and_score("exact", split, seed=0, budget=6000, num_checkpoints=1, eval_particles=10, test_particles=20,
+                               max_test_particles=20)
+    # all N codes once per step of 100
+    assert exact.decoder_per_point_step == 200 / 100
+
+
+def test_the_evaluation_does_not_change_the_training_trajectory(split):
+    """Checkpoint scoring draws from a forked generator: with 10 or 40 evaluation samples
+    MAPA takes the same minibatches and particles, so it decodes the same distinct codes
+    step for step (its pass count at every checkpoint is the same)."""
+    runs = [train_and_score("mapa-1-10", split, seed=0, budget=20000, num_checkpoints=4, eval_particles=p,
+                            test_particles=10, max_test_particles=10) for p in (10, 40)]
+    assert [c[0] for c in runs[0].curve] == [c[0] for c in runs[1].curve]
+    assert runs[0].total_passes == runs[1].total_passes
+
+
+def test_method_names():
+    assert parse_method("mapa-5-10") == MAPA(num_neighbors=5, num_samples=10)
+    assert [parse_method(name).label for name in ("vae", "iwae-20", "autodelta", "mapa-1-10", "exact")] == [
+        "vae", "iwae-20", "autodelta", "mapa-1-10", "exact"]
+    with pytest.raises(ValueError, match="unknown method 'mapa-5'"):
+        parse_method("mapa-5")
+
+
+def test_digits_split_is_the_real_data():
+    split = load_split("digits")
+    assert split.train.shape == (1000, 64) and split.val.shape == (300, 64) and split.test.shape == (497, 64)
+    assert split.true_test is None
+    assert float(split.train.max()) == 1.0 and float(split.train.min()) == 0.0
+
+
+def test_cli_writes_a_table_json_and_plot(tmp_path, capsys):
+    out = tmp_path / "run"
+    main(["compare", "--dataset", "absolute-value", "--seeds", "0", "1", "--budget", "3000",
+          "--methods", "vae", "mapa-2-3", "--out", str(out), "--max-test-particles", "1000", "--quiet"])
+    printed = capsys.readouterr().out
+    assert "vae" in printed and "mapa-2-3" in printed and "true model" in printed
+    record = json.loads((out / "results.json").read_text())
+    assert {(r["method"], r["seed"]) for r in record["runs"]} == {("vae", 0), ("vae", 1), ("mapa-2-3", 0), ("mapa-2-3", 1)}
+    assert (out / "compare.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("method, param", [("mapa-2-3", "codes"), ("exact", "codes"),
+                                           ("autodelta", "AutoDelta.z"), ("autonormal", "AutoNormal.locs.z")])
+def test_per_point_codes_start_at_the_principal_components(split, method, param):
+    """Point n's code starts at its own PCA score under code_init='pca', and not under 'random'
+    (near 0 for the codes; Pyro's default init, repeated over the plate, for the AutoGuides)."""
+    expected = pca_codes(split.train, split.latent_dim)
+    for code_init in ("pca", "random"):
+        pyro.clear_param_store()
+        decoder = make_decoder(split.latent_dim, split.train.shape[1])
+        built = build_method(method, split, decoder, code_init)
+        idx = torch.tensor([3, 0, 7])
+        built.guide(split.train[idx], idx)  # a subsampled call, as in training
+        codes = pyro.param(param).detach()
+        assert codes.shape == expected.shape
+        if code_init == "pca":
+            assert torch.equal(codes, expected)
+        else:
+            assert codes.abs().max() < 1.5 and not torch.allclose(codes, expected, atol=0.1)
+
+
+def test_unknown_code_init_is_named(split):
+    with pytest.raises(ValueError, match="code_init must be 'pca' or 'random', got 'zeros'"):
+        build_method("vae", split, make_decoder(1, 2), "zeros")
+
+
+def test_empirical_model_checks_the_shape_of_its_initial_codes():
+    with pytest.raises(ValueError, match=r"init_codes must have shape \(10, 2\), got \(10, 1\)"):
+        empirical_model(make_decoder(2, 3), 0.1, 10, 2, torch.zeros(10, 1))
+
+
+def test_learning_rate_is_chosen_per_method_on_a_separate_tuning_seed(split):
+    """Three rates: each method trains at each on an unreported seed (one past the last),
+    and every reported seed trains afresh at the rate whose tuning run validated best."""
+    rates = (1e-3, 3e-2, 1e-4)  # the best (3e-2 here) in the middle: neither "first" nor "last" would pass
+    kwargs = dict(num_checkpoints=2, eval_particles=10, test_particles=10, max_test_particles=10)
+    _, runs, tuning = run_comparison("absolute-value", ["vae", "mapa-2-3"], [0, 1], 3000, learning_rates=rates,
+                                     num_train=200, progress=False, **kwargs)
+    assert [(r.method, r.seed) for r in runs] == [("vae", 0), ("vae", 1), ("mapa-2-3", 0), ("mapa-2-3", 1)]
+    assert [(r.method, r.seed, r.lr) for r in tuning] == [(m, 2, lr) for m in ("vae", "mapa-2-3") for lr in rates]
+    for method in ("vae", "mapa-2-3"):
+        trials = [r for r in tuning if r.method == method]
+        chosen = max(trials, key=lambda r: r.best_val_ll).lr
+        assert chosen == 3e-2
+        reported = [r for r in runs if r.method == method]
+        assert all(r.lr == chosen for r in reported)
+        fresh = train_and_score(method, split, 0, 3000, lr=chosen, **kwargs)
+        assert reported[0].best_val_ll == fresh.best_val_ll  # seed 0 trained at the chosen rate, not reused
+
+
+def test_the_test_score_is_the_best_validation_checkpoints(split, monkeypatch):
+    """Scored once at the end, with the parameters of the checkpoint that validated best:
+    the validation score of the third of 8 checkpoints is raised by 1,000 nats, so that one
+    is the best, and the final scores must be those of its parameters, not the last ones."""
+    import pyro_mapa.experiments.training as training
+
+    snapshots, val_calls = [], []
+    monkeypatch.setattr(training, "snapshot_params", lambda: snapshots.append(snapshot_params()) or snapshots[-1])
+    scored = training.continuous_log_likelihood
+
+    def rigged(decoder, prior, sigma, codes, x, num_particles):
+        estimate = scored(decoder, prior, sigma, codes, x, num_particles)
+        if x is split.val:
+            val_calls.append(codes.clone())
+            if len(val_calls) == 3:
+                return estimate._replace(value=estimate.value + 1000.0)
+        return estimate
+
+    monkeypatch.setattr(training, "continuous_log_likelihood", rigged)
+    result = train_and_score("mapa-2-3", split, 0, 8000, lr=0.1, num_checkpoints=8, eval_particles=10,
+                             test_particles=10, max_test_particles=10)
+    val = [c[1] for c in result.curve]
+    assert len(val) == 8 and val.index(max(val)) == 2
+    best = snapshots[-1]
+    assert torch.equal(best["codes"], val_calls[2]) and not torch.equal(best["codes"], val_calls[-1])
+    assert torch.equal(pyro.param("codes").detach(), best["codes"])  # restored
+    decoder = make_decoder(split.latent_dim, split.train.shape[1])
+    decoder.load_state_dict({name.split("$$$")[1]: v for name, v in best.items() if name.startswith("decoder$$$")})
+    expected = empirical_log_likelihood(decoder, best["codes"], split.test, split.sigma).mean().item()
+    assert result.empirical_test_ll == pytest.approx(expected, abs=1e-6)
+    assert result.best_val_ll == max(val)
+
+
+def test_bad_settings_are_named_before_training(split):
+    with pytest.raises(ValueError, match="budget"):
+        train_and_score("vae", split, 0, 0)
+    with pytest.raises(ValueError, match="num_checkpoints"):
+        train_and_score("vae", split, 0, 100, num_checkpoints=0)
+    with pytest.raises(ValueError, match="max_test_particles"):
+        train_and_score("vae", split, 0, 100, test_particles=2000, max_test_particles=1000)
+    with pytest.raises(ValueError, match="digits has a fixed split"):
+        load_split("digits", num_train=200)
+    pyro.param("stale", torch.zeros(1))
+    with pytest.raises(ValueError, match="call pyro.clear_param_store"):
+        build_method("vae", split, make_decoder(1, 2))
+
+
+@pytest.mark.parametrize("method", ["vae", "autonormal", "autodelta", "mapa-2-3"])
+def test_a_snapshot_of_the_param_store_restores_the_method(split, method):
+    """What train_and_score relies on to score the best-validation checkpoint: writing the
+    store's values back in place reaches the decoder, the encoder and the AutoGuides."""
+    decoder = make_decoder(split.latent_dim, split.train.shape[1])
+    model, guide, loss, encoder = build_method(method, split, decoder)
+    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 0.05}), loss=loss)
+    idx = torch.arange(20)
+    svi.step(split.train[idx], idx)
+
+    def outputs():
+        with torch.no_grad():
+            if method.startswith("mapa"):
+                codes = pyro.param("codes")
+            elif method == "vae":
+                codes = pyro.poutine.trace(guide).get_trace(split.train[idx], idx).nodes["z"]["fn"].mean
+            else:
+                codes = guide.median(split.train)["z"]
+            return decoder(split.train[:5, :1]), codes.clone()
+
+    state, before = snapshot_params(), outputs()
+    for _ in range(5):
+        svi.step(split.train[idx], idx)
+    moved = outputs()
+    assert not torch.allclose(moved[0], before[0]) and not torch.allclose(moved[1], before[1])
+    restore_params(state)
+    after = outputs()
+    assert torch.equal(after[0], before[0]) and torch.equal(after[1], before[1])
+    for name, value in pyro.get_param_store().named_parameters():  # every one, AutoNormal's scales included
+        assert torch.equal(value.detach(), state[name])
+
+
+def test_stable_log_likelihood_adds_samples_until_the_mean_stops_moving():
+    """A fake estimate biased low by 5 / P nats: from 100 samples it takes 100, 400, 1600
+    (bias 0.05, 0.0125, 0.003: the last step moves it by 0.009 < 0.01) and stops there."""
+    calls = []
+
+    def estimate(particles):
+        calls.append(particles)
+        return LogLikelihood(torch.full((3,), -1.0 - 5.0 / particles), torch.zeros(3))
+
+    result, particles, converged = stable_log_likelihood(estimate, 100, 10**6)
+    assert calls == [100, 400, 1600] and particles == 1600 and converged
+    assert result.value.mean().item() == pytest.approx(-1.0 - 5.0 / 1600)
+    _, particles, converged = stable_log_likelihood(estimate, 100, 500)  # the limit stops it first
+    assert particles == 400 and not converged
+    with pytest.raises(ValueError, match="limit"):
+        stable_log_likelihood(estimate, 2000, 1000)

@@ -1,0 +1,53 @@
+"""The bound's proposal r_n by enumeration: draws, frequencies and log-weights."""
+
+import math
+
+import pytest
+import torch
+from toy_tables import dense_q, random_table
+
+from pyro_mapa import IndexProposal, MAPAIndex, NeighborTable
+
+
+def dense_r(table, num_points, num_neighbors, defensive):
+    """The proposal r_n of IndexProposal.index_particles, written out over all N indices."""
+    q = dense_q(table, num_points)
+    cached = torch.zeros_like(q, dtype=torch.bool).scatter(1, table.index, True)
+    in_a = torch.zeros_like(cached).scatter(1, table.index[:, :num_neighbors], True)
+    rest = cached & ~in_a
+    mass_rest = (q * rest).sum(1, keepdim=True)
+    mass_tail = (q * ~cached).sum(1, keepdim=True)
+    lam = torch.where(rest.any(1, keepdim=True), (mass_tail / (mass_rest + mass_tail)).clamp_min(defensive), 1.0)
+    lam = torch.where((~cached).any(1, keepdim=True), lam, 0.0)
+    r = torch.where(rest, (1 - lam) * q / mass_rest, 0.0) + torch.where(~cached, lam / (~cached).sum(1, keepdim=True), 0.0)
+    return r
+
+
+@pytest.mark.parametrize("num_neighbors", [1, 3, 5])
+@pytest.mark.parametrize("defensive", [0.0, 0.1, 0.9])
+def test_proposal_matches_its_formula(num_neighbors, defensive):
+    """Draws from r_n have the frequencies of r_n, which puts mass 1 on B_n, and the
+    reported log-weights are log S + log r_n(m_s)."""
+    table = random_table(batch=2, num_cached=5, tail=0.05)
+    q = IndexProposal(MAPAIndex(table, num_points=12), defensive)
+    num_samples = 20000
+    values, log_w = q.index_particles(num_neighbors, num_samples)
+    r = dense_r(table, 12, num_neighbors, defensive)
+    assert torch.allclose(r.sum(1), torch.ones(2, dtype=torch.float64))
+    assert torch.all(r.gather(1, table.index[:, :num_neighbors]) == 0)
+    assert torch.equal(values[:num_neighbors], table.index[:, :num_neighbors].T)
+    assert torch.all(log_w[:num_neighbors] == 0)
+    sampled = values[num_neighbors:]
+    expected_log_w = r.T.gather(0, sampled).log() + math.log(num_samples)
+    assert torch.allclose(log_w[num_neighbors:].double(), expected_log_w, atol=1e-5)
+    freq = torch.stack([torch.bincount(sampled[:, b], minlength=12) for b in range(2)]).double() / num_samples
+    assert torch.all((freq - r).abs() < 4 * (r * (1 - r) / num_samples).sqrt() + 1e-3)
+
+
+def test_full_cache_sampled_particles_weigh_nothing():
+    index = torch.arange(4).repeat(2, 1)
+    table = NeighborTable(index, torch.log_softmax(torch.randn(2, 4), -1), torch.full((2,), -math.inf))
+    _, log_w = IndexProposal(MAPAIndex(table, num_points=4)).index_particles(4, 3)
+    log_p = torch.zeros(7, 2)
+    assert torch.all((log_p - log_w)[4:].exp() == 0)
+    assert torch.isfinite(log_w).all()

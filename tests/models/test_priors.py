@@ -1,0 +1,82 @@
+"""fit_prior against closed forms and scikit-learn's own answer."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pyro_mapa import fit_prior
+
+
+def bimodal(n=2000, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    sign = torch.randint(0, 2, (n, 1), generator=g) * 2.0 - 1.0
+    return sign * 2.0 + 0.3 * torch.randn(n, 2, generator=g, dtype=torch.float32)
+
+
+def test_gaussian_is_the_closed_form_mle(float64):
+    codes = torch.randn(500, 3) @ torch.tensor([[1.0, 0.5, 0.0], [0.0, 1.0, 0.2], [0.0, 0.0, 0.3]]) + 1.0
+    prior = fit_prior(codes, "gaussian")
+    x = codes.numpy()
+    assert np.allclose(prior.mean.numpy(), x.mean(0))
+    assert np.allclose(prior.covariance_matrix.numpy(), np.cov(x.T, bias=True), atol=1e-5)
+
+
+def test_gmm_log_prob_is_sklearns(float64):
+    from sklearn.mixture import GaussianMixture
+
+    codes = bimodal().double()
+    prior = fit_prior(codes, "gmm", num_components=2, seed=0)
+    reference = GaussianMixture(2, covariance_type="full", random_state=0, reg_covar=1e-6).fit(codes.numpy())
+    assert np.allclose(prior.log_prob(codes).numpy(), reference.score_samples(codes.numpy()), atol=1e-6)
+
+
+def test_flow_is_a_density_that_fits_a_bimodal_sample():
+    codes = bimodal()[:, :1]
+    flow = fit_prior(codes, "flow", num_steps=300, progress=False)
+    grid = torch.linspace(-8, 8, 4001).unsqueeze(-1)
+    with torch.no_grad():
+        mass = flow.log_prob(grid).exp().sum() * (grid[1] - grid[0])
+        gaussian = fit_prior(codes, "gaussian")
+        assert mass.item() == pytest.approx(1.0, abs=1e-2)
+        assert flow.log_prob(codes).mean() > gaussian.log_prob(codes).mean() + 0.3
+        assert flow.sample((5,)).shape == (5, 1)
+    assert not any(p.requires_grad for t in flow.transforms for p in getattr(t, "parameters", lambda: [])())
+
+
+def test_flow_in_two_dimensions_beats_the_gaussian():
+    codes = bimodal()
+    flow = fit_prior(codes, "flow", num_steps=300, progress=False)
+    with torch.no_grad():
+        assert flow.log_prob(codes).mean() > fit_prior(codes, "gaussian").log_prob(codes).mean() + 0.3
+
+
+def test_flow_fits_inside_no_grad_and_leaves_the_random_state_alone():
+    """A scoring loop fits priors under torch.no_grad(); the flow still trains (the same fit
+    as outside it), and the caller's random stream goes on as if nothing had been drawn."""
+    codes = bimodal()[:, :1]
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    with torch.no_grad():
+        inside = fit_prior(codes, "flow", num_steps=100, seed=1, progress=False)
+    assert torch.equal(torch.rand(3), expected_next)
+    outside = fit_prior(codes, "flow", num_steps=100, seed=1, progress=False)
+    with torch.no_grad():
+        assert torch.allclose(inside.log_prob(codes), outside.log_prob(codes))
+        assert inside.log_prob(codes).mean() > fit_prior(codes, "gaussian").log_prob(codes).mean() + 0.2
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"family": "student"}, "family must be"),
+    ({"family": "gmm", "num_components": 5000}, "num_components=5000 is larger"),
+])
+def test_bad_settings(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        fit_prior(torch.randn(100, 2), **kwargs)
+
+
+def test_nan_codes():
+    with pytest.raises(ValueError, match="codes contains 1 NaN"):
+        fit_prior(torch.tensor([[0.0], [math.nan], [1.0]]))

@@ -20,11 +20,19 @@ from .infer import (
     IndexProposal,
     MAPAGuide,
 )
-from .models import GatheredNormal, decode, decode_unique, fit_prior, pca_codes
+from .models import (
+    GatheredBernoulli,
+    GatheredNormal,
+    decode,
+    decode_unique,
+    fit_prior,
+    pca_codes,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "GatheredBernoulli",
     "GatheredNormal",
     "IWAE_ELBO",
     "ImportanceWeightedELBO",

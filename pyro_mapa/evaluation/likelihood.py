@@ -22,9 +22,8 @@ import pyro.distributions as dist
 import torch
 
 from .._checks import check_count
-from .._tensors import squared_distances
 from ..infer.importance import ImportanceWeightedELBO
-from ..models import GatheredNormal
+from ..models import Likelihood, as_likelihood
 
 __all__ = [
     "LogLikelihood",
@@ -110,31 +109,36 @@ def empirical_log_likelihood(
     decoder: Callable[[torch.Tensor], torch.Tensor],
     codes: torch.Tensor,
     x: torch.Tensor,
-    sigma: float,
+    likelihood: Likelihood | float,
     chunk_size: int = 256,
 ) -> torch.Tensor:
-    """Exact ``log p(x | theta, Z) = logsumexp_m log N(x; f(z_m), sigma^2 I) - log N`` per
-    point of ``x``, for the Gaussian empiricalized model. The decoder runs once on the
-    ``N`` codes; the ``len(x) x N`` log-likelihoods are formed in chunks of ``x``."""
+    """Exact ``log p(x | theta, Z) = logsumexp_m log p(x | f(z_m)) - log N`` per point of
+    ``x``, for the empiricalized model (docs/math.md, section 1). The decoder runs once on
+    the ``N`` codes; the ``len(x) x N`` log-likelihoods are formed in chunks of ``x``.
+
+    :param likelihood: the observation model, or a number: the Gaussian's ``sigma``.
+    """
+    likelihood = as_likelihood(likelihood)
     with torch.no_grad():
-        likelihood = GatheredNormal(decoder(codes), sigma, torch.arange(codes.shape[0], device=codes.device))
-        chunks = [likelihood.log_prob(c.unsqueeze(-2)).logsumexp(-1) for c in x.split(chunk_size)]
+        out = decoder(codes)
+        chunks = [likelihood.pairwise_log_prob(c, out).logsumexp(-1) for c in x.split(chunk_size)]
         return torch.cat(chunks) - math.log(codes.shape[0])
 
 
 def grid_log_likelihood(
     decoder: Callable[[torch.Tensor], torch.Tensor],
     prior: dist.Distribution,
-    sigma: float,
+    likelihood: Likelihood | float,
     x: torch.Tensor,
     low: float,
     high: float,
     num_points: int = 2001,
 ) -> torch.Tensor:
-    """``log p(x_n) = log \\int N(x_n; f(z), sigma^2 I) p(z) dz`` per point of ``x`` by the
+    """``log p(x_n) = log \\int p(x_n | f(z)) p(z) dz`` per point of ``x`` by the
     midpoint rule on a regular grid over ``[low, high]^d``, for a latent of ``d <= 2``
     dimensions: a reference for importance sampling that involves no proposal. The grid
     must cover the posteriors and be fine next to their widths (``num_points`` per axis).
+    ``likelihood`` is the observation model, or a number: the Gaussian's ``sigma``.
 
     >>> prior = dist.Normal(torch.zeros(1), 1.0).to_event(1)
     >>> x = torch.tensor([[0.3]])  # x ~ N(z, 0.5^2): p(x) = N(x; 0, 1 + 0.25)
@@ -154,16 +158,16 @@ def grid_log_likelihood(
     if not (math.isfinite(low) and math.isfinite(high) and low < high):
         raise ValueError(f"the grid needs finite low < high, got [{low}, {high}]")
     check_count(num_points, "num_points")
+    likelihood = as_likelihood(likelihood)
     step = (high - low) / num_points
     axis = torch.linspace(low + step / 2, high - step / 2, num_points, dtype=x.dtype, device=x.device)
     grid = torch.cartesian_prod(*[axis] * d).reshape(-1, d)
     total = torch.full((len(x),), -math.inf, dtype=x.dtype, device=x.device)
     with torch.no_grad():  # grid chunks of 2^24 / max(len(x), D) points: bounded memory, one pass over x each
         for chunk in grid.split(max(1, 2**24 // max(len(x), x.shape[1]))):
-            squared = squared_distances(x / sigma, decoder(chunk) / sigma, precise=True)  # (len(x), len(chunk))
-            total = torch.logaddexp(total, (prior.log_prob(chunk) - 0.5 * squared).logsumexp(-1))
-    dim = x.shape[-1]
-    return total + d * math.log(step) - dim * math.log(sigma) - 0.5 * dim * math.log(2 * math.pi)
+            log_lik = likelihood.pairwise_log_prob(x, decoder(chunk))  # (len(x), len(chunk))
+            total = torch.logaddexp(total, (prior.log_prob(chunk) + log_lik).logsumexp(-1))
+    return total + d * math.log(step)
 
 
 class StableEstimate(NamedTuple):

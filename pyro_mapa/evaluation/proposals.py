@@ -1,20 +1,21 @@
 r"""An importance-sampling proposal for a decoder's latent posterior, anchored at its codes.
 
 To estimate ``log p(x)`` of a continuous-prior model ``z ~ p(z)``,
-``x ~ N(f(z), sigma^2 I)`` at a new point ``x``
+``x ~ p(x | f(z))`` at a new point ``x``
 (:func:`~pyro_mapa.evaluation.importance_log_likelihood`), the proposal must put mass
 wherever ``p(z | x)`` does. A model trained on ``N`` points has a code ``c_m`` per
 training point (the empiricalized model's codes, or an encoder's means); the codes whose
-decoded means ``f(c_m)`` lie nearest ``x`` are the anchors, weighted by
-``w_m ∝ N(x; f(c_m), sigma^2 I)`` (the empiricalized model's own index posterior,
-restricted to the ``K`` best). Linearising the decoder at an anchor,
-``f(z) ~ f(c_m) + J_m (z - c_m)``, with a standard normal prior's curvature (whatever
-the model's prior: for another prior the components sit a little off, which costs samples,
-not bias), gives a Gaussian with
+decoded outputs ``f(c_m)`` explain ``x`` best are the anchors, weighted by
+``w_m ∝ p(x | f(c_m))`` (the empiricalized model's own index posterior, restricted to the
+``K`` best). Linearising the decoder at an anchor, ``f(z) ~ f(c_m) + J_m (z - c_m)``, with
+``g_m = d log p(x | f) / d f`` and the Fisher weight ``W_m`` at ``f(c_m)`` (``I / sigma^2``
+for the Gaussian, ``diag(p (1 - p))`` for the Bernoulli with ``p = sigmoid(f(c_m))``) and a
+standard normal prior's curvature (whatever the model's prior: for another prior the
+components sit a little off, which costs samples, not bias), gives a Gaussian with
 
 .. math::
-    \Lambda_m = J_m^\top J_m / \sigma^2 + I, \qquad
-    \mu_m = c_m + \Lambda_m^{-1} \big(J_m^\top (x - f(c_m)) / \sigma^2 - c_m\big)
+    \Lambda_m = J_m^\top W_m J_m + I, \qquad
+    \mu_m = c_m + \Lambda_m^{-1} \big(J_m^\top g_m - c_m\big)
 
 (one Gauss-Newton step from ``c_m`` on ``log p(x | z) + log N(z; 0, I)``). The proposal
 mixes these, widened by ``inflation``, with the model's prior as a defensive component:
@@ -39,7 +40,8 @@ import pyro.distributions as dist
 import torch
 from pyro.distributions import TorchDistribution, constraints
 
-from ..cache import Kernel, exact_neighbors
+from ..cache import exact_neighbors
+from ..models import Likelihood, as_likelihood
 
 __all__ = ["laplace_mixture_proposal"]
 
@@ -69,25 +71,33 @@ class _DefensiveMixture(TorchDistribution):
 def laplace_mixture_proposal(
     decoder: Callable[[torch.Tensor], torch.Tensor],
     codes: torch.Tensor,
-    sigma: float,
+    likelihood: Likelihood | float,
     *,
     prior: dist.Distribution | None = None,
     num_anchors: int = 16,
     prior_weight: float = 0.1,
     inflation: float = 1.5,
     site: str = "z",
+    chunk_size: int = 64,
 ) -> Callable:
     """A proposal guide ``proposal(x)`` for the latent site ``site`` of a model
-    ``z ~ prior``, ``x ~ N(decoder(z), sigma^2 I)`` in a plate over the rows of ``x``.
+    ``z ~ prior``, ``x ~ p(x | decoder(z))`` in a plate over the rows of ``x``.
 
-    :param decoder: ``f``, mapping ``(M, d)`` codes to ``(M, D)`` means.
+    :param decoder: ``f``, mapping ``(M, d)`` codes to ``(M, D)`` outputs.
     :param codes: ``(N, d)`` codes of the training points (any points in latent space
         that the decoder maps near the data).
-    :param sigma: the observation noise.
+    :param likelihood: the observation model (:class:`~pyro_mapa.models.NormalLikelihood`,
+        :class:`~pyro_mapa.models.BernoulliLikelihood`), or a number: the Gaussian's ``sigma``.
+        Its gradient and Fisher weight give the Gauss-Newton step (``1 / sigma^2`` for the
+        Gaussian, ``p (1 - p)`` for the Bernoulli).
     :param prior: the model's prior, the defensive component (default ``N(0, I)``).
-    :param num_anchors: ``K``, the codes whose decoded means are nearest each ``x``.
+    :param num_anchors: ``K``, the codes whose decoded outputs explain each ``x`` best.
     :param prior_weight: ``w_0``, the defensive component's weight.
     :param inflation: how much wider than the Laplace approximation each component is.
+    :param chunk_size: points of ``x`` whose components are built at once (each needs
+        ``chunk_size x K`` Jacobians of ``D x d``); the components of the last ``x`` are kept,
+        so that an importance sampler that calls the proposal once per chunk of particles
+        builds them once.
 
     >>> codes = torch.linspace(-2, 2, 50).unsqueeze(-1)
     >>> decoder = lambda z: torch.cat([z, z.abs()], -1)
@@ -99,31 +109,48 @@ def laplace_mixture_proposal(
         raise ValueError(f"prior_weight must lie in (0, 1), got {prior_weight}")
     if not inflation > 0:
         raise ValueError(f"inflation must be positive, got {inflation}")
+    likelihood = as_likelihood(likelihood)
     num_anchors = min(num_anchors, len(codes))
     codes = codes.detach()
     d = codes.shape[1]
-    eye = torch.eye(d, dtype=codes.dtype, device=codes.device)
+    eye = torch.eye(d, dtype=torch.float64, device=codes.device)
     if prior is None:
-        prior = dist.MultivariateNormal(codes.new_zeros(d), scale_tril=eye)
+        prior = dist.MultivariateNormal(codes.new_zeros(d), scale_tril=eye.to(codes.dtype))
     with torch.no_grad():
-        means = decoder(codes)
-    with torch.enable_grad():  # one Jacobian per code: (N, D, d)
-        jacobians = torch.func.vmap(torch.func.jacrev(lambda z: decoder(z.unsqueeze(0)).squeeze(0)))(codes)
-    kernel = Kernel.gaussian(bandwidth=sigma)  # T = 2 sigma^2: w_m ∝ N(x; f(c_m), sigma^2 I)
+        outputs = decoder(codes)
+    kernel = likelihood.anchor_kernel()  # log-weights log p(x | f(c_m)) + const: w_m
 
-    def components(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    # forward mode costs d passes per Jacobian, reverse mode D: take the cheaper
+    jacobian = torch.func.jacfwd if outputs.shape[1] > d else torch.func.jacrev
+
+    def jacobians(z: torch.Tensor) -> torch.Tensor:
+        """``d f / d z`` at each row of ``z``: ``(M, D, d)``."""
+        with torch.enable_grad():
+            return torch.func.vmap(jacobian(lambda c: decoder(c.unsqueeze(0)).squeeze(0)))(z)
+
+    def chunk_components(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Anchor weights (B, K), ``mu_m`` (B, K, d), Cholesky factors of ``inflation^2 Lambda_m^{-1}``."""
-        table = exact_neighbors(x, means, kernel, num_anchors, progress=False)
-        jac, centre = jacobians[table.index], codes[table.index]  # (B, K, D, d), (B, K, d)
-        residual = x.unsqueeze(1) - means[table.index]  # (B, K, D)
+        table = exact_neighbors(x, outputs, kernel, num_anchors, progress=False)
+        centre = codes[table.index]  # (B, K, d)
+        jac = jacobians(centre.reshape(-1, d)).reshape(*table.index.shape, -1, d)  # (B, K, D, d)
+        gradient_out, weight = likelihood.gradient_and_weight(x.unsqueeze(1), outputs[table.index])  # (B, K, D)
         # the d x d algebra in float64: a steep decoder with a rank-deficient Jacobian makes
         # Lambda_m too ill-conditioned for a float32 Cholesky factorisation
         jac64 = jac.double()
-        cholesky = torch.linalg.cholesky(jac64.transpose(-1, -2) @ jac64 / sigma**2 + eye.double())
-        gradient = (jac64.transpose(-1, -2) @ residual.double().unsqueeze(-1)).squeeze(-1) / sigma**2 - centre.double()
+        precision = jac64.transpose(-1, -2) @ (weight.double().unsqueeze(-1) * jac64) + eye
+        cholesky = torch.linalg.cholesky(precision)
+        gradient = (jac64.transpose(-1, -2) @ gradient_out.double().unsqueeze(-1)).squeeze(-1) - centre.double()
         step = torch.cholesky_solve(gradient.unsqueeze(-1), cholesky).squeeze(-1)
         scale_tril = inflation * torch.linalg.cholesky(torch.cholesky_inverse(cholesky))
         return table.log_prob, centre + step.to(codes.dtype), scale_tril.to(codes.dtype)
+
+    last = {}
+
+    def components(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if last.get("x") is not x:
+            parts = [chunk_components(chunk) for chunk in x.split(chunk_size)]
+            last.update(x=x, value=tuple(torch.cat(p) for p in zip(*parts)))
+        return last["value"]
 
     def proposal(x: torch.Tensor) -> None:
         with torch.no_grad():

@@ -1,13 +1,16 @@
 """The models and guides the comparison trains (docs/math.md, sections 1 and 8).
 
-All share one decoder architecture (``d -> 50 -> 50 -> D``, tanh) and a fixed ``sigma``:
+All share one decoder architecture (``d -> H -> H -> D``, tanh; ``H = 50`` by default) and
+one observation model ``p(x | f(z))`` (:class:`~pyro_mapa.models.Likelihood`: a Gaussian of
+fixed ``sigma``, or a Bernoulli over logits):
 
-* the VAE model ``z ~ N(0, I)``, ``x ~ N(f(z), sigma^2 I)`` in a subsampled data plate,
-  with an amortized Gaussian encoder guide (VAE, IWAE) or Pyro's ``AutoNormal`` /
-  ``AutoDelta`` (non-amortized local latents);
-* the empiricalized model, ``i ~ Categorical(N)``, ``x ~ N(f(z_i), sigma^2 I)``, whose
-  decoder runs on the distinct indices of a step (:func:`~pyro_mapa.decode_unique`),
-  scored by :class:`~pyro_mapa.GatheredNormal`.
+* the VAE model ``z ~ N(0, I)``, ``x ~ p(x | f(z))`` in a subsampled data plate, with an
+  amortized Gaussian encoder guide (VAE, IWAE) or Pyro's ``AutoNormal`` / ``AutoDelta``
+  (non-amortized local latents);
+* the empiricalized model, ``i ~ Categorical(N)``, ``x ~ p(x | f(z_i))``, whose decoder runs
+  on the distinct indices of a step (:func:`~pyro_mapa.decode_unique`), scored by the
+  likelihood's gathered form (:class:`~pyro_mapa.GatheredNormal`,
+  :class:`~pyro_mapa.GatheredBernoulli`).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from ..models import GatheredNormal, decode_unique
+from ..models import Likelihood, as_likelihood, decode_unique
 
 __all__ = ["empirical_model", "encoder_guide", "make_decoder", "make_encoder", "vae_model"]
 
@@ -36,14 +39,17 @@ def make_encoder(obs_dim: int, latent_dim: int, hidden: int = 50) -> torch.nn.Mo
     return make_decoder(obs_dim, 2 * latent_dim, hidden)
 
 
-def vae_model(decoder: torch.nn.Module, sigma: float, num_points: int, latent_dim: int) -> Callable:
-    """``z ~ N(0, I)``, ``x ~ N(f(z), sigma^2 I)``; called as ``model(x, idx)``."""
+def vae_model(decoder: torch.nn.Module, likelihood: Likelihood | float, num_points: int, latent_dim: int) -> Callable:
+    """``z ~ N(0, I)``, ``x ~ p(x | f(z))``; called as ``model(x, idx)``. ``likelihood`` may be
+    a number: the Gaussian's ``sigma``."""
+    likelihood = as_likelihood(likelihood)
+
 
     def model(x, idx=None):
         pyro.module("decoder", decoder)
         with pyro.plate("data", num_points, subsample=idx):
             z = pyro.sample("z", dist.Normal(torch.zeros(latent_dim), 1.0).to_event(1))
-            pyro.sample("x", dist.Normal(decoder(z), sigma).to_event(1), obs=x)
+            pyro.sample("x", likelihood.distribution(decoder(z)), obs=x)
 
     return model
 
@@ -62,13 +68,15 @@ def encoder_guide(encoder: torch.nn.Module, num_points: int) -> Callable:
 
 def empirical_model(
     decoder: torch.nn.Module,
-    sigma: float,
+    likelihood: Likelihood | float,
     num_points: int,
     latent_dim: int,
     init_codes: torch.Tensor | None = None,
 ) -> Callable:
-    """``i ~ Categorical(N)``, ``x ~ N(f(z_i), sigma^2 I)`` with learnable codes ``z``,
-    started at ``init_codes`` (``N x d``, e.g. :func:`~pyro_mapa.pca_codes`) or near 0."""
+    """``i ~ Categorical(N)``, ``x ~ p(x | f(z_i))`` with learnable codes ``z``, started at
+    ``init_codes`` (``N x d``, e.g. :func:`~pyro_mapa.pca_codes`) or near 0. ``likelihood``
+    may be a number: the Gaussian's ``sigma``."""
+    likelihood = as_likelihood(likelihood)
     if init_codes is not None and tuple(init_codes.shape) != (num_points, latent_dim):
         raise ValueError(f"init_codes must have shape ({num_points}, {latent_dim}), got {tuple(init_codes.shape)}")
 
@@ -80,7 +88,7 @@ def empirical_model(
         codes = pyro.param("codes", initial_codes)
         with pyro.plate("data", num_points, subsample=idx):
             i = pyro.sample("i", dist.Categorical(logits=torch.zeros(num_points)))
-            loc, rows = decode_unique(decoder, codes, i)
-            pyro.sample("x", GatheredNormal(loc, sigma, rows), obs=x)
+            out, rows = decode_unique(decoder, codes, i)
+            pyro.sample("x", likelihood.gathered(out, rows), obs=x)
 
     return model

@@ -9,6 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..datasets import SYNTHETIC_DATASETS
+from .split import DATASETS
 
 __all__ = ["DEFAULT_METHODS", "main"]
 
@@ -30,7 +31,22 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="mapa-demo", help="folder for result.json and demo.png")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     compare = commands.add_parser("compare", help="MAPA against VAE, IWAE and Pyro's AutoGuides")
-    compare.add_argument("--dataset", default="spiral-dots", choices=(*SYNTHETIC_DATASETS, "digits"))
+    compare.add_argument("--dataset", default="spiral-dots", choices=DATASETS,
+                         help="a built-in data set (fashion-mnist: Debian's dataset-fashion-mnist, Bernoulli)")
+    compare.add_argument("--data", metavar="PATH",
+                         help="your own N x D array (.npy, .npz, .csv) instead of --dataset, split 80/10/10 by the first seed")
+    compare.add_argument("--likelihood", choices=["normal", "bernoulli"], default="normal",
+                         help="the observation model of --data")
+    compare.add_argument("--sigma", type=float, default=0.1, help="the Gaussian's fixed sigma, for --data")
+    compare.add_argument("--latent-dim", type=int, help="d, the codes' dimension (default: the data set's)")
+    compare.add_argument("--hidden", type=int, help="width of the decoder's and encoder's two hidden layers (default: the data set's)")
+    compare.add_argument("--num-train", type=int, help="training points (synthetic sets: 1,000; fashion-mnist: 50,000)")
+    compare.add_argument("--num-val", type=int, help="validation points scored at checkpoints (fashion-mnist: 1,000)")
+    compare.add_argument("--num-test", type=int, help="test points (fashion-mnist: the first 2,000)")
+    compare.add_argument("--batch-size", type=int, default=100)
+    compare.add_argument("--checkpoints", type=int, default=20, help="checkpoints per run (scored on validation)")
+    compare.add_argument("--no-checkpoint-test", action="store_true",
+                         help="score only the validation points at checkpoints (the curves show validation)")
     compare.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     compare.add_argument("--budget", type=int, default=300_000, help="decoder passes per training run")
     compare.add_argument("--methods", nargs="+", default=DEFAULT_METHODS,
@@ -41,8 +57,10 @@ def _parser() -> argparse.ArgumentParser:
                          help="where per-point codes start (MAPA, exact, AutoDelta, AutoNormal)")
     compare.add_argument("--eval-particles", type=int, default=100,
                          help="importance samples per point at each checkpoint (the curves and the choice of checkpoint)")
+    compare.add_argument("--test-particles", type=int, default=2000,
+                         help="samples per point for the final test LL to start from (then x4 until stable)")
     compare.add_argument("--max-test-particles", type=int, default=8000,
-                         help="at most this many samples per point for the final test LL (2,000 or this if fewer, then x4 until stable)")
+                         help="at most this many samples per point for the final test LL (--test-particles or this if fewer, then x4 until stable)")
     compare.add_argument("--out", default="mapa-compare", help="folder for results.json and compare.png")
     compare.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
@@ -64,22 +82,34 @@ def main(argv: list[str] | None = None) -> int:
         print(result.table())
         print(f"wrote {out / 'result.json'} and {out / 'demo.png'}")
         return 0
+    from ..models import BernoulliLikelihood, NormalLikelihood
     from .compare import run_comparison
+    from .methods import parse_method
     from .report import plot_curves, summary_table
+    from .split import load_split, split_array
 
+    methods = [parse_method(m) for m in args.methods]  # a bad name fails before any data is read
+    if args.data is not None:
+        likelihood = BernoulliLikelihood() if args.likelihood == "bernoulli" else NormalLikelihood(args.sigma)
+        split = split_array(args.data, likelihood, args.seeds[0], latent_dim=args.latent_dim or 2,
+                            hidden=args.hidden or 50)
+    else:
+        split = load_split(args.dataset, args.num_train, args.seeds[0], latent_dim=args.latent_dim, hidden=args.hidden,
+                           num_val=args.num_val, num_test=args.num_test)
     split, runs, tuning = run_comparison(
-        args.dataset, args.methods, args.seeds, args.budget, learning_rates=tuple(args.lr), code_init=args.code_init,
-        eval_particles=args.eval_particles, test_particles=min(2000, args.max_test_particles),
-        max_test_particles=args.max_test_particles, progress=progress,
+        split, methods, args.seeds, args.budget, learning_rates=tuple(args.lr), progress=progress,
+        code_init=args.code_init, eval_particles=args.eval_particles, batch_size=args.batch_size,
+        num_checkpoints=args.checkpoints, checkpoint_test=not args.no_checkpoint_test,
+        test_particles=min(args.test_particles, args.max_test_particles), max_test_particles=args.max_test_particles,
     )
     table = summary_table(split, runs)
     print(table)
-    record = {"dataset": args.dataset, "budget": args.budget, "lr": args.lr, "code_init": args.code_init,
-              "eval_particles": args.eval_particles, "max_test_particles": args.max_test_particles,
+    record = {"dataset": split.name, "split": split.describe(), "split_notes": split.notes, "budget": args.budget,
+              "settings": {k: v for k, v in vars(args).items() if k not in ("command", "out", "quiet")},
               "true_test": split.true_test,
               "runs": [asdict(r) for r in runs], "tuning_runs": [asdict(r) for r in tuning], "table": table}
     (out / "results.json").write_text(json.dumps(record, indent=1))
-    plot_curves(runs, out / "compare.png", f"{args.dataset}, budget {args.budget} decoder passes", split.true_test)
+    plot_curves(runs, out / "compare.png", f"{split.name}, budget {args.budget} decoder passes", split.true_test)
     print(f"wrote {out / 'results.json'} and {out / 'compare.png'}")
     return 0
 

@@ -12,24 +12,24 @@ __all__ = ["run_comparison"]
 
 
 def run_comparison(
-    dataset: str,
+    split: Split | str,
     methods: list[str | Method],
     seeds: list[int],
     budget: int,
     *,
     learning_rates: tuple[float, ...] = (1e-2,),
-    code_init: str = "pca",
-    num_train: int = 1000,
-    num_checkpoints: int = 20,
-    eval_particles: int = 100,
-    test_particles: int = 2000,
-    max_test_particles: int = 32000,
+    num_train: int | None = None,
     progress: bool | None = None,
+    **training,
 ) -> tuple[Split, list[RunResult], list[RunResult]]:
-    """Every method under every seed on one split (the split's seed is the first seed;
-    ``num_train`` training points for the synthetic sets), by :func:`train_and_score` with
-    the given ``code_init``, ``num_checkpoints``, ``eval_particles``, ``test_particles``
-    and ``max_test_particles``.
+    """Every method under every seed on one split, by
+    :func:`~pyro_mapa.experiments.training.train_and_score` with the keyword arguments
+    ``training`` (``code_init``, ``num_checkpoints``, ``eval_particles``, ``test_particles``,
+    ``max_test_particles``, ``batch_size``, ``checkpoint_test``).
+
+    :param split: a :class:`~pyro_mapa.experiments.split.Split`, or the name of a built-in
+        data set, split by :func:`~pyro_mapa.experiments.split.load_split` with the first seed
+        (and ``num_train`` training points).
 
     :param learning_rates: Adam's learning rate, or several to choose from: each method
         then trains once at each of them on a tuning seed that is not reported (one past
@@ -42,16 +42,14 @@ def run_comparison(
     methods = [parse_method(m) if isinstance(m, str) else m for m in methods]  # names checked before training
     if not learning_rates or any(not lr > 0 for lr in learning_rates):
         raise ValueError(f"learning_rates must be positive numbers, got {learning_rates}")
-    split = load_split(dataset, num_train=num_train, seed=seeds[0])
+    if isinstance(split, str):
+        split = load_split(split, num_train=num_train, seed=seeds[0])
     tuning_seed = max(seeds) + 1
     num_tuning = len(learning_rates) if len(learning_rates) > 1 else 0
     bar = progress_bar(total=len(methods) * (len(seeds) + num_tuning), progress=progress, desc="compare")
 
     def run(method: Method, seed: int, lr: float) -> RunResult:
-        result = train_and_score(
-            method, split, seed, budget, lr=lr, code_init=code_init, num_checkpoints=num_checkpoints,
-            eval_particles=eval_particles, test_particles=test_particles, max_test_particles=max_test_particles,
-        )
+        result = train_and_score(method, split, seed, budget, lr=lr, progress=progress, **training)
         bar.update()
         return result
 

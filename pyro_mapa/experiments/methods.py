@@ -100,9 +100,9 @@ class VAE(Method):
 
     def setup(self, split, decoder, init_codes):
         (num_points, obs_dim), d = split.train.shape, split.latent_dim
-        encoder = make_encoder(obs_dim, d)
+        encoder = make_encoder(obs_dim, d, split.hidden)
         return TrainingSetup(
-            vae_model(decoder, split.sigma, num_points, d), encoder_guide(encoder, num_points), self.loss(), encoder
+            vae_model(decoder, split.likelihood, num_points, d), encoder_guide(encoder, num_points), self.loss(), encoder
         )
 
     def train_codes(self, setup, train):
@@ -134,7 +134,7 @@ class AutoNormalMethod(Method):
     def setup(self, split, decoder, init_codes):
         num_points = len(split.train)
         init = {} if init_codes is None else {"init_loc_fn": init_to_value(values={"z": init_codes})}
-        model = vae_model(decoder, split.sigma, num_points, split.latent_dim)
+        model = vae_model(decoder, split.likelihood, num_points, split.latent_dim)
         guide = self.autoguide(model, create_plates=_create_plates(num_points), **init)
         return TrainingSetup(model, _set_up(guide, split.train), Trace_ELBO(), None)
 
@@ -173,8 +173,10 @@ class MAPA(Method):
 
     def setup(self, split, decoder, init_codes):
         num_points = len(split.train)
-        model = empirical_model(decoder, split.sigma, num_points, split.latent_dim, init_codes)
-        posterior = MAPAPosterior.fit(split.train, scale=split.sigma, num_cached=self.num_cached(num_points))
+        model = empirical_model(decoder, split.likelihood, num_points, split.latent_dim, init_codes)
+        posterior = MAPAPosterior.fit(
+            split.train, kernel=split.likelihood.cache_kernel(), num_cached=self.num_cached(num_points), progress=False
+        )
         guide = MAPAGuide(model, posterior, create_plates=_create_plates(num_points))
         return TrainingSetup(model, _set_up(guide, split.train), self.bound(num_points), None)
 

@@ -12,29 +12,37 @@ __all__ = ["plot_curves", "summary_table"]
 
 def summary_table(split: Split, runs: list[RunResult]) -> str:
     """Per method: its learning rate; the test LL's median and spread (min..max over seeds)
-    by importance sampling, and the most samples per point a seed needed; the median by grid
-    quadrature (``d <= 2``: the check); passes per point per step; median passes and
-    training seconds to the best checkpoint; and (MAPA, exact) the empiricalized model's
-    exact test LL (median)."""
+    by importance sampling, its standard error over the test points (median over seeds), and
+    the most samples per point a seed needed; the median by grid quadrature (``d <= 2``: the
+    check); passes per point per step; median passes and training seconds to the best
+    checkpoint; (MAPA, exact) the empiricalized model's exact test LL (median); and the median
+    seconds of each phase: set-up (the MAPA cache), training, checkpoint scoring, final score."""
     def median_or_dash(values: list) -> str:
         return f"{statistics.median(values):9.3f}" if None not in values else f"{'-':>9}"
 
+    def median(values) -> float:
+        return statistics.median(list(values))
+
     lines = [
-        f"{split.name}: N = {len(split.train)}, sigma = {split.sigma}, seeds = {sorted({r.seed for r in runs})}",
-        f"{'method':12} {'lr':>6} {'test LL':>9} {'min..max':>17} {'samples':>7} {'grid':>9} {'dec/pt/step':>11} "
-        f"{'enc/pt/step':>11} {'passes to best':>14} {'s to best':>9} {'empirical':>9}",
+        f"{split.describe()}, seeds = {sorted({r.seed for r in runs})}, {len(split.test)} test points",
+        f"{'method':12} {'lr':>6} {'test LL':>9} {'min..max':>17} {'se':>5} {'samples':>7} {'grid':>9} "
+        f"{'dec/pt/step':>11} {'enc/pt/step':>11} {'passes to best':>14} {'s to best':>9} {'empirical':>9} "
+        f"{'setup s':>7} {'train s':>7} {'ckpt s':>7} {'score s':>7}",
     ]
     for method in dict.fromkeys(r.method for r in runs):
         rs = [r for r in runs if r.method == method]
         ll = [r.test_ll for r in rs]
         lines.append(
             f"{method:12} {rs[0].lr:6.3g} {statistics.median(ll):9.3f} {min(ll):8.3f}..{max(ll):<8.3f} "
+            f"{median(r.test_point_se for r in rs):5.2f} "
             f"{max(r.test_particles for r in rs):6d}{' ' if all(r.test_converged for r in rs) else '*'} "
             f"{median_or_dash([r.grid_test_ll for r in rs])} "
             f"{statistics.median(r.decoder_per_point_step for r in rs):11.2f} "
             f"{statistics.median(r.encoder_per_point_step for r in rs):11.2f} "
             f"{statistics.median(r.passes_to_best for r in rs):14.0f} {statistics.median(r.seconds_to_best for r in rs):9.1f} "
             + median_or_dash([r.empirical_test_ll for r in rs])
+            + "".join(f" {median(getattr(r, phase) for r in rs):7.1f}"
+                      for phase in ("setup_seconds", "train_seconds", "checkpoint_seconds", "score_seconds"))
         )
     if split.true_test is not None:
         lines.append(f"{'true model':12} {'':>6} {split.true_test:9.3f}   (the ceiling)")
@@ -45,11 +53,14 @@ def summary_table(split: Split, runs: list[RunResult]) -> str:
 
 def plot_curves(runs: list[RunResult], path, title: str, ceiling: float | None = None) -> None:
     """Test log-likelihood against decoder passes: one curve per method (median over
-    seeds), with the band between the seeds' min and max."""
+    seeds), with the band between the seeds' min and max; the validation log-likelihood
+    where the checkpoints did not score the test points."""
     import numpy as np
     from matplotlib.figure import (
         Figure,  # not pyplot: no global backend switch, no open figures
     )
+
+    column = 2 if all(np.isfinite(c[2]) for r in runs for c in r.curve) else 1
 
     fig = Figure(figsize=(8, 5))
     ax = fig.subplots()
@@ -57,13 +68,13 @@ def plot_curves(runs: list[RunResult], path, title: str, ceiling: float | None =
         curves = [np.array(r.curve) for r in runs if r.method == method]
         length = min(len(c) for c in curves)
         passes = np.median([c[:length, 0] for c in curves], axis=0)
-        test = np.array([c[:length, 2] for c in curves])
+        test = np.array([c[:length, column] for c in curves])
         (line,) = ax.plot(passes, np.median(test, axis=0), label=method)
         ax.fill_between(passes, test.min(0), test.max(0), color=line.get_color(), alpha=0.2)
     if ceiling is not None:
         ax.axhline(ceiling, color="k", ls="--", label="true model")
     ax.set_xlabel("decoder passes (training)")
-    ax.set_ylabel("test log-likelihood (nats per point)")
+    ax.set_ylabel(f"{('validation', 'test')[column - 1]} log-likelihood (nats per point)")
     ax.set_title(title)
     lows = [r.test_ll for r in runs]
     ax.set_ylim(bottom=min(lows) - 2 * (max(lows) - min(lows) + 0.1), top=(ceiling or max(lows)) + 0.5)

@@ -1,38 +1,143 @@
-"""The data a comparison runs on: train, validation and test points with their settings."""
+"""What a comparison runs on: train, validation and test points, their observation model,
+and the shape of the model every method shares."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
-from ..datasets import load_digits, load_synthetic
+from ..datasets import (
+    SYNTHETIC_DATASETS,
+    load_array,
+    load_digits,
+    load_fashion_mnist,
+    load_synthetic,
+)
+from ..models import BernoulliLikelihood, Likelihood, NormalLikelihood
 
-__all__ = ["Split", "load_split"]
+__all__ = ["DATASETS", "Split", "load_split", "split_array"]
+
+#: The built-in data sets of :func:`load_split`.
+DATASETS = (*SYNTHETIC_DATASETS, "digits", "fashion-mnist")
 
 
 @dataclass
 class Split:
-    """Train, validation and test points with what the comparison needs to know."""
+    """Train, validation and test points with what the comparison needs to know.
+
+    :param likelihood: the observation model every method uses.
+    :param latent_dim: ``d``, the codes' dimension.
+    :param hidden: ``H``, the width of the decoder's (and encoder's) two hidden layers.
+    :param true_test: the true model's test log-likelihood, where known.
+    :param notes: how the split was made (recorded in ``results.json``).
+    """
 
     name: str
     train: torch.Tensor
     val: torch.Tensor
     test: torch.Tensor
-    sigma: float
+    likelihood: Likelihood
     latent_dim: int
-    true_test: float | None  # the true model's test log-likelihood, where known
+    true_test: float | None = None
+    hidden: int = 50
+    notes: dict = field(default_factory=dict)
+
+    @property
+    def sigma(self) -> float | None:
+        """The Gaussian likelihood's ``sigma`` (``None`` for another likelihood)."""
+        return getattr(self.likelihood, "sigma", None)
+
+    def describe(self) -> str:
+        """One line: the data set, its size, the likelihood and the model's shape."""
+        return (
+            f"{self.name}: N = {len(self.train)}, D = {self.train.shape[1]}, {_describe(self.likelihood)}, "
+            f"latent {self.latent_dim}, hidden {self.hidden} x 2"
+        )
 
 
-def load_split(name: str, num_train: int = 1000, seed: int = 0) -> Split:
-    """A synthetic set (500 validation, 500 test points) or ``"digits"`` (scikit-learn's
-    1,797 8x8 images scaled to [0, 1]: 1,000 / 300 / 497, ``sigma = 0.2``, 2-D latent)."""
-    if name == "digits":
-        if num_train != 1000:
-            raise ValueError(f"digits has a fixed split (1,000 / 300 / 497 points); num_train={num_train} cannot apply")
+def _describe(likelihood: Likelihood) -> str:
+    return f"normal sigma = {likelihood.sigma}" if isinstance(likelihood, NormalLikelihood) else "bernoulli"
+
+
+def load_split(
+    name: str,
+    num_train: int | None = None,
+    seed: int = 0,
+    *,
+    latent_dim: int | None = None,
+    hidden: int | None = None,
+    num_val: int | None = None,
+    num_test: int | None = None,
+) -> Split:
+    """A built-in data set, split.
+
+    * a synthetic set (:data:`~pyro_mapa.datasets.SYNTHETIC_DATASETS`): ``num_train`` points
+      (default 1,000), 500 validation and 500 test points drawn with ``seed``, the true test
+      log-likelihood known;
+    * ``"digits"``: scikit-learn's 1,797 8x8 images scaled to [0, 1], shuffled by ``seed``:
+      1,000 / 300 / 497, Gaussian with ``sigma = 0.2``, 2-D latent;
+    * ``"fashion-mnist"``: Debian's Fashion-MNIST, stochastically binarized with ``seed``
+      (:func:`~pyro_mapa.datasets.load_fashion_mnist`), Bernoulli, latent 40, hidden 300: the
+      first ``num_train`` of the 50,000 training images (default all), the first ``num_val``
+      of the 10,000 validation images (default 1,000: they choose the checkpoint) and the first
+      ``num_test`` of the 10,000 test images (default 2,000, a fixed subset scored with its
+      standard error).
+
+    ``latent_dim`` and ``hidden`` override the set's defaults.
+    """
+    if name == "fashion-mnist":
+        images = load_fashion_mnist(seed=seed)
+        num_train, num_val, num_test = num_train or 50_000, num_val or 1_000, num_test or 2_000
+        _check_sizes(name, (num_train, num_val, num_test), (50_000, 10_000, 10_000))
+        split = Split(name, images.train[:num_train], images.val[:num_val], images.test[:num_test],
+                      BernoulliLikelihood(), 40, hidden=300)
+        split.notes = {"binarization": f"stochastic, seed {seed}", "train": f"the first {num_train} of 50,000",
+                       "val": f"the first {num_val} of 10,000", "test": f"the first {num_test} of 10,000"}
+    elif name == "digits":
+        if num_train not in (None, 1000) or num_val or num_test:
+            raise ValueError("digits has a fixed split (1,000 / 300 / 497 points); num_train, num_val, num_test cannot apply")
         x = load_digits(seed)
-        return Split(name, x[:1000], x[1000:1300], x[1300:], 0.2, 2, None)
-    data = load_synthetic(name, num_train=num_train, num_test=1000, seed=seed)
-    test = data.test[500:]
-    true = data.log_likelihood(test).mean().item()
-    return Split(name, data.train, data.test[:500], test, data.sigma, data.latent_dim, true)
+        split = Split(name, x[:1000], x[1000:1300], x[1300:], NormalLikelihood(0.2), 2)
+    elif name in SYNTHETIC_DATASETS:
+        if num_val or num_test:
+            raise ValueError(f"{name} has 500 validation and 500 test points; num_val and num_test cannot apply")
+        data = load_synthetic(name, num_train=num_train or 1000, num_test=1000, seed=seed)
+        test = data.test[500:]
+        split = Split(name, data.train, data.test[:500], test, NormalLikelihood(data.sigma), data.latent_dim,
+                      data.log_likelihood(test).mean().item())
+    else:
+        raise ValueError(f"unknown data set {name!r}; choose from {DATASETS}")
+    split.latent_dim, split.hidden = latent_dim or split.latent_dim, hidden or split.hidden
+    return split
+
+
+def split_array(
+    path: str | Path,
+    likelihood: Likelihood,
+    seed: int = 0,
+    *,
+    fractions: tuple[float, float] = (0.1, 0.1),
+    latent_dim: int = 2,
+    hidden: int = 50,
+) -> Split:
+    """A user's ``N x D`` array (:func:`~pyro_mapa.datasets.load_array`) shuffled by ``seed``
+    and split into validation and test fractions (10% each by default) and the rest for
+    training; the permutation's seed and the sizes are recorded in ``notes``."""
+    x = load_array(path)
+    if likelihood.binary and not ((x == 0) | (x == 1)).all():
+        raise ValueError(f"{path} holds values other than 0 and 1; --likelihood bernoulli needs binary data")
+    num_val, num_test = (max(1, int(round(f * len(x)))) for f in fractions)
+    if num_val + num_test >= len(x):
+        raise ValueError(f"{path} has {len(x)} points: too few to hold out {num_val} + {num_test}")
+    x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))]
+    train, val, test = x[num_val + num_test :], x[:num_val], x[num_val : num_val + num_test]
+    notes = {"source": str(path), "permutation seed": seed, "sizes (train, val, test)": [len(train), num_val, num_test]}
+    return Split(Path(path).stem, train, val, test, likelihood, latent_dim, hidden=hidden, notes=notes)
+
+
+def _check_sizes(name: str, sizes: tuple[int, ...], limits: tuple[int, ...]) -> None:
+    for which, size, limit in zip(("num_train", "num_val", "num_test"), sizes, limits):
+        if not 0 < size <= limit:
+            raise ValueError(f"{name}: {which}={size} must lie in [1, {limit}]")

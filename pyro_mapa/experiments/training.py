@@ -1,6 +1,6 @@
 """One run of the comparison protocol: MAPA against VAE, IWAE and Pyro's AutoGuides (docs/math.md, section 8).
 
-Every method trains the same decoder with the same fixed ``sigma`` on the same split,
+Every method trains the same decoder with the same likelihood (a Gaussian's ``sigma`` fixed) on the same split,
 with the same optimiser (Adam, at one given learning rate, or at a rate chosen per method
 by validation on a separate tuning seed), for the same budget of decoder passes (counted
 by hooks, training only). Per-point codes (the empiricalized model's,
@@ -33,6 +33,7 @@ from pyro.infer import SVI
 from pyro.optim import Adam
 
 from .._checks import check_count
+from .._progress import progress_bar
 from ..evaluation import (
     LogLikelihood,
     empirical_log_likelihood,
@@ -42,6 +43,7 @@ from ..evaluation import (
     stable_log_likelihood,
 )
 from ..evaluation.likelihood import check_sample_range
+from ..models import Likelihood
 from .baselines import make_decoder
 from .counting import PassCounter
 from .methods import Method, build_method, parse_method
@@ -69,18 +71,23 @@ class RunResult:
     decoder_per_point_step: float = 0.0
     encoder_per_point_step: float = 0.0
     steps: int = 0
+    test_point_se: float = 0.0  # standard error of test_ll over the test points (sd / sqrt(n))
     test_particles: int = 0  # importance samples per point behind test_ll (stable_log_likelihood)
     test_converged: bool | None = None  # whether test_ll had settled to 0.01 nats before the sample limit
     grid_test_ll: float | None = None  # the same by grid quadrature, for a latent of d <= 2 (a check)
     empirical_test_ll: float | None = None  # the empiricalized model's exact test LL (MAPA, exact)
-    curve: list = field(default_factory=list)  # (decoder passes, val LL, test LL)
+    setup_seconds: float = 0.0  # building the method: the MAPA cache, the guides' set-up
+    train_seconds: float = 0.0  # the SVI steps
+    checkpoint_seconds: float = 0.0  # scoring the checkpoints
+    score_seconds: float = 0.0  # the final test score (and the grid, the exact score)
+    curve: list = field(default_factory=list)  # (decoder passes, val LL, test LL or NaN)
 
 
-def _continuous_model(decoder: torch.nn.Module, prior: dist.Distribution, sigma: float):
+def _continuous_model(decoder: torch.nn.Module, prior: dist.Distribution, likelihood: Likelihood):
     def model(x):
         with pyro.plate("data", len(x)):
             z = pyro.sample("z", prior)
-            pyro.sample("x", dist.Normal(decoder(z), sigma).to_event(1), obs=x)
+            pyro.sample("x", likelihood.distribution(decoder(z)), obs=x)
 
     return model
 
@@ -88,18 +95,21 @@ def _continuous_model(decoder: torch.nn.Module, prior: dist.Distribution, sigma:
 def continuous_log_likelihood(
     decoder: torch.nn.Module,
     prior: dist.Distribution,
-    sigma: float,
+    likelihood: Likelihood,
     codes: torch.Tensor,
     x: torch.Tensor,
     num_particles: int,
 ) -> LogLikelihood:
     """``log p(x_n)`` per point of ``x`` for the continuous-prior model ``z ~ prior``,
-    ``x ~ N(decoder(z), sigma^2 I)``, by the comparison's one estimator: importance
-    sampling with :func:`~pyro_mapa.evaluation.laplace_mixture_proposal` anchored at the
-    model's training ``codes`` (0.1 of it the prior), in chunks of 200 draws."""
+    ``x ~ p(x | decoder(z))``, by the comparison's one estimator: importance sampling with
+    :func:`~pyro_mapa.evaluation.laplace_mixture_proposal` anchored at the model's training
+    ``codes`` (0.1 of it the prior), in chunks of at most 200 draws and 2^16 rows of ``x``
+    per chunk (memory stays bounded)."""
+    proposal = laplace_mixture_proposal(decoder, codes, likelihood, prior=prior)
+    chunk_size = max(1, min(num_particles, 200, 2**16 // len(x)))
     return importance_log_likelihood(
-        _continuous_model(decoder, prior, sigma), laplace_mixture_proposal(decoder, codes, sigma, prior=prior), x,
-        num_particles=num_particles, chunk_size=min(num_particles, 200), max_plate_nesting=1,
+        _continuous_model(decoder, prior, likelihood), proposal, x,
+        num_particles=num_particles, chunk_size=chunk_size, max_plate_nesting=1,
     )
 
 
@@ -135,6 +145,8 @@ def train_and_score(
     eval_particles: int = 100,
     test_particles: int = 2000,
     max_test_particles: int = 32000,
+    checkpoint_test: bool = True,
+    progress: bool | None = False,
     inspect: Callable[[torch.nn.Module, dist.Distribution, torch.Tensor], None] | None = None,
 ) -> RunResult:
     """Train ``method`` for ``budget`` decoder passes and score it (see the module docstring).
@@ -149,6 +161,9 @@ def train_and_score(
     direction, ``GRID_POINTS[d]`` points per axis), a check that needs no proposal.
 
     :param method: a :class:`~pyro_mapa.experiments.methods.Method` or its name (``"mapa-5-10"``).
+    :param checkpoint_test: score the test points at every checkpoint too (the curve's third
+        column; ``False`` leaves it NaN and saves the time on large sets).
+    :param progress: a progress bar over the training budget (``None``: on a terminal only).
     :param code_init: where per-point codes start, as in
         :func:`~pyro_mapa.experiments.methods.build_method`.
     :param inspect: called once at the end with the best checkpoint's decoder, its
@@ -162,9 +177,11 @@ def train_and_score(
     check_sample_range(test_particles, max_test_particles, "test_particles", "max_test_particles")
     pyro.set_rng_seed(seed)
     pyro.clear_param_store()
-    train, sigma, d = split.train, split.sigma, split.latent_dim
-    decoder = make_decoder(d, train.shape[1])
+    train, likelihood, d = split.train, split.likelihood, split.latent_dim
+    decoder = make_decoder(d, train.shape[1], split.hidden)
+    clock = time.perf_counter()
     setup = build_method(method, split, decoder, code_init)
+    result = RunResult(method=method.label, seed=seed, lr=lr, setup_seconds=time.perf_counter() - clock)
     model, guide, loss, encoder = setup
     decoder_passes = PassCounter(decoder)  # attached after every guide's set-up: only training passes count
     encoder_passes = PassCounter(encoder) if encoder is not None else None
@@ -178,39 +195,44 @@ def train_and_score(
 
     def estimate(prior: dist.Distribution, codes: torch.Tensor, which: str, num_particles: int) -> LogLikelihood:
         x = split.val if which == "val" else split.test
-        return continuous_log_likelihood(decoder, prior, sigma, codes, x, num_particles)
+        return continuous_log_likelihood(decoder, prior, likelihood, codes, x, num_particles)
 
-    result = RunResult(method=method.label, seed=seed, lr=lr)
     best_state = {}
     next_checkpoint, elapsed = budget / num_checkpoints, 0.0
+    bar = progress_bar(total=budget, progress=progress, desc=f"{method.label} seed {seed}", unit="pass", leave=False)
     while decoder_passes.count < budget:
         idx = torch.randint(0, num_points, (batch_size,))
         start = time.perf_counter()
         svi.step(train[idx], idx)
         elapsed += time.perf_counter() - start
         result.steps += 1
+        bar.update(min(decoder_passes.count, budget) - bar.n)
         if decoder_passes.count >= next_checkpoint or decoder_passes.count >= budget:
             next_checkpoint += budget / num_checkpoints
             passes = decoder_passes.count  # the training passes so far
             # evaluation passes are not training passes, and its random draws come from a forked
             # generator: the training trajectory does not depend on the evaluation's settings
+            clock = time.perf_counter()
             with torch.no_grad(), torch.random.fork_rng(), ExitStack() as evaluation:
                 for counter in filter(None, (decoder_passes, encoder_passes)):
                     evaluation.enter_context(counter.paused())
                 prior, codes = current_prior()
                 val_ll = estimate(prior, codes, "val", eval_particles).value.mean().item()
-                test_ll = estimate(prior, codes, "test", eval_particles).value.mean().item()
+                test_ll = estimate(prior, codes, "test", eval_particles).value.mean().item() if checkpoint_test else math.nan
+            result.checkpoint_seconds += time.perf_counter() - clock
             if val_ll > result.best_val_ll:
                 result.best_val_ll, result.passes_to_best, result.seconds_to_best = val_ll, passes, elapsed
                 best_state = snapshot_params()
             result.curve.append((passes, val_ll, test_ll))
-    result.total_passes = decoder_passes.count
+    bar.close()
+    result.total_passes, result.train_seconds = decoder_passes.count, elapsed
     decoder_passes.remove()
     if encoder_passes is not None:
         encoder_passes.remove()
     if not best_state:
         raise ValueError(f"{method.label}: no checkpoint had a finite validation log-likelihood (did training diverge?)")
     restore_params(best_state)
+    clock = time.perf_counter()
     with torch.no_grad():  # the best-validation checkpoint, scored once, until stable
         prior, codes = current_prior()
         final, result.test_particles, result.test_converged = stable_log_likelihood(
@@ -218,14 +240,16 @@ def train_and_score(
         )
         result.test_ll = final.value.mean().item()
         result.test_se = (final.stderr.square().mean() / len(split.test)).sqrt().item()
+        result.test_point_se = (final.value.std() / len(split.test) ** 0.5).item() if len(split.test) > 1 else 0.0
         if method.empirical:
-            result.empirical_test_ll = empirical_log_likelihood(decoder, codes, split.test, sigma).mean().item()
+            result.empirical_test_ll = empirical_log_likelihood(decoder, codes, split.test, likelihood).mean().item()
         if d <= 2:
             low, high = codes.min().item() - 4.0, codes.max().item() + 4.0
-            grid = grid_log_likelihood(decoder, prior, sigma, split.test, low, high, GRID_POINTS[d])
+            grid = grid_log_likelihood(decoder, prior, likelihood, split.test, low, high, GRID_POINTS[d])
             result.grid_test_ll = grid.mean().item()
         if inspect is not None:
             inspect(decoder, prior, codes)
+    result.score_seconds = time.perf_counter() - clock
     result.decoder_per_point_step = result.total_passes / (result.steps * batch_size)
     result.encoder_per_point_step = (encoder_passes.count if encoder_passes else 0) / (result.steps * batch_size)
     return result

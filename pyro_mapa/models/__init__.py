@@ -1,9 +1,26 @@
-"""What a user's model uses: decoding distinct codes, a gathered Gaussian likelihood,
-starting codes, and the final model's fitted prior (docs/math.md, section 1)."""
+"""What a user's model uses: decoding distinct codes, gathered likelihoods, likelihood
+objects, starting codes, and the final model's fitted prior (docs/math.md, section 1)."""
 
 from .decode import decode, decode_unique
-from .gathered import GatheredNormal
+from .gathered import GatheredBernoulli, GatheredNormal
 from .initialization import pca_codes
+from .likelihoods import (
+    BernoulliLikelihood,
+    Likelihood,
+    NormalLikelihood,
+    as_likelihood,
+)
 from .priors import fit_prior
 
-__all__ = ["GatheredNormal", "decode", "decode_unique", "fit_prior", "pca_codes"]
+__all__ = [
+    "BernoulliLikelihood",
+    "GatheredBernoulli",
+    "GatheredNormal",
+    "Likelihood",
+    "NormalLikelihood",
+    "as_likelihood",
+    "decode",
+    "decode_unique",
+    "fit_prior",
+    "pca_codes",
+]

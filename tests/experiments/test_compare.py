@@ -1,6 +1,7 @@
 """The comparison protocol on a tiny budget: costs counted where they happen, same split."""
 
 import json
+import math
 
 import pyro
 import pytest
@@ -241,3 +242,39 @@ def test_stable_log_likelihood_adds_samples_until_the_mean_stops_moving():
     assert particles == 400 and not converged
     with pytest.raises(ValueError, match="limit"):
         stable_log_likelihood(estimate, 2000, 1000)
+
+
+def test_cli_runs_a_users_binary_array_end_to_end(tmp_path, capsys):
+    """--data small.npz --likelihood bernoulli: split by the seed (recorded), every method on
+    the Bernoulli model, the table, results.json and the plot."""
+    import numpy as np
+
+    g = np.random.default_rng(0)
+    prototypes = g.random((4, 12)) < 0.5
+    images = prototypes[g.integers(0, 4, 150)] ^ (g.random((150, 12)) < 0.05)  # 4 noisy prototypes
+    np.savez(tmp_path / "small.npz", images.astype(np.uint8))
+    out = tmp_path / "run"
+    main(["compare", "--data", str(tmp_path / "small.npz"), "--likelihood", "bernoulli", "--latent-dim", "2",
+          "--hidden", "16", "--seeds", "0", "--budget", "2000", "--methods", "vae", "iwae-3", "autodelta",
+          "mapa-2-3", "exact", "--checkpoints", "2", "--eval-particles", "20", "--test-particles", "50",
+          "--max-test-particles", "50", "--out", str(out), "--quiet"])
+    printed = capsys.readouterr().out
+    assert "small: N = 120, D = 12, bernoulli, latent 2, hidden 16 x 2" in printed
+    record = json.loads((out / "results.json").read_text())
+    assert record["split_notes"]["sizes (train, val, test)"] == [120, 15, 15]
+    assert {r["method"] for r in record["runs"]} == {"vae", "iwae-3", "autodelta", "mapa-2-3", "exact"}
+    for run in record["runs"]:
+        assert math.isfinite(run["test_ll"]) and run["test_ll"] < 0  # log-probabilities of binary data
+        assert run["grid_test_ll"] is not None and abs(run["grid_test_ll"] - run["test_ll"]) < 1.0
+    assert (out / "compare.png").stat().st_size > 10_000
+
+
+def test_a_bernoulli_split_refuses_grey_data(tmp_path):
+    import numpy as np
+
+    from pyro_mapa.experiments.split import split_array
+    from pyro_mapa.models import BernoulliLikelihood
+
+    np.save(tmp_path / "grey.npy", np.full((20, 3), 0.5))
+    with pytest.raises(ValueError, match="needs binary data"):
+        split_array(tmp_path / "grey.npy", BernoulliLikelihood())

@@ -93,7 +93,7 @@ def test_predictive_draws_observations(float64):
 
 
 def test_bad_arguments_are_named():
-    with pytest.raises(ValueError, match=r"loc must hold \(U, D\)"):
+    with pytest.raises(ValueError, match=r"loc must hold \(U, D\) distinct rows"):
         GatheredNormal(torch.zeros(3), 1.0, torch.tensor([0]))
     with pytest.raises(ValueError, match="shared by all rows"):
         GatheredNormal(torch.zeros(3, 2), torch.ones(3, 2), torch.tensor([0]))

@@ -29,7 +29,7 @@ def raised_by_us(excinfo):
         (torch.randn(2, 3, 4), {}, "must be 2-D"),
         (torch.randint(0, 5, (10, 2)), {}, "integer dtype"),
         (torch.randn(10, 2).half(), {}, "dtype torch.float16; use float32 or float64"),
-        (torch.rand(10, 3), {"likelihood": "bernoulli", "scale": 0.1}, "needs binary data"),
+        (torch.rand(10, 3), {"likelihood": "bernoulli"}, "needs binary data"),
         (torch.randn(10, 2), {"num_cached": 11}, "num_cached=11 is larger than the number of training points N=10"),
         (torch.randn(10, 2), {"num_cached": 0}, "num_cached must be at least 1"),
         (torch.randn(10, 2), {"scale": 0.0}, "scale must be a finite number > 0"),

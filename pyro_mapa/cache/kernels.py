@@ -62,26 +62,34 @@ class Kernel:
     #: whether the kernel needs 0/1 data
     binary = False
 
+    def __post_init__(self):
+        if type(self) is Kernel:
+            raise TypeError("Kernel is abstract: build one with Kernel.gaussian, .bernoulli, .custom or .auto")
+        if self.temperature is not None:
+            object.__setattr__(self, "temperature", check_positive(self.temperature, "temperature"))
+        elif self.perplexity is None:
+            raise ValueError(f"{type(self).__name__} needs a temperature, or a perplexity to calibrate it on data")
+
     # -- constructors -------------------------------------------------------------
 
     @staticmethod
     def gaussian(sigma: float | None = None, *, bandwidth: float | None = None) -> "GaussianKernel":
         """``d = ||x_n - x_m||^2``, ``T = 2 h^2`` with ``h = bandwidth``, or ``h = sqrt(2) sigma``
         from the observation noise ``sigma`` (give one of the two)."""
-        if (sigma is None) == (bandwidth is None):
-            raise ValueError(
-                "the Gaussian kernel needs scale (the observation noise sigma), a bandwidth h, or bandwidth='auto'"
-            )
+        if sigma is not None and bandwidth is not None:
+            raise ValueError("Kernel.gaussian takes sigma or bandwidth, not both")
         if bandwidth is not None:
             return GaussianKernel(temperature=2.0 * check_positive(bandwidth, "bandwidth") ** 2)
-        return GaussianKernel(temperature=4.0 * check_positive(sigma, "scale") ** 2)  # T = 2 h^2, h^2 = 2 sigma^2
+        if sigma is None:
+            raise ValueError("Kernel.gaussian needs sigma (the observation noise) or bandwidth (h); Kernel.auto calibrates T")
+        return GaussianKernel(temperature=4.0 * check_positive(sigma, "sigma") ** 2)  # T = 2 h^2, h^2 = 2 sigma^2
 
     @staticmethod
     def bernoulli(eps: float = DEFAULT_FLIP_PROB) -> "BernoulliKernel":
         """``d = Hamming``, ``q ∝ (eps / (1 - eps))^d``: ``T = 1 / log((1 - eps) / eps)``."""
-        eps = check_positive(eps, "scale")
+        eps = check_positive(eps, "eps")
         if not eps < 0.5:
-            raise ValueError(f"scale is the Bernoulli flip probability eps and must lie in (0, 0.5), got {eps}")
+            raise ValueError(f"eps is the Bernoulli flip probability and must lie in (0, 0.5), got {eps}")
         return BernoulliKernel(temperature=1.0 / math.log((1.0 - eps) / eps))
 
     @staticmethod
@@ -93,7 +101,7 @@ class Kernel:
     def auto(distance: str | Distance = "gaussian", perplexity: float = 10.0) -> "Kernel":
         """The ``distance`` of ``"gaussian"``, ``"bernoulli"`` or a callable, with ``T``
         calibrated on the data so that the median perplexity of ``q(. | x_n)`` is ``perplexity``."""
-        perplexity = check_positive(perplexity, "perplexity")
+        perplexity = float(perplexity)  # its range, (1, N), is checked against the data by the calibration
         if distance in ("gaussian", "normal"):
             return GaussianKernel(perplexity=perplexity)
         if distance == "bernoulli":
@@ -113,7 +121,9 @@ class Kernel:
         """The shorthand of :meth:`~pyro_mapa.MAPAPosterior.fit`: ``likelihood="normal"``
         (``scale=sigma`` or ``bandwidth=h``), ``"bernoulli"`` (``scale=eps``) or ``"custom"``
         (``distance``, ``temperature``); ``bandwidth="auto"`` calibrates ``T`` for any of them."""
-        if isinstance(bandwidth, str) and bandwidth != "auto":
+        if bandwidth is not None and not isinstance(bandwidth, str):
+            bandwidth = check_positive(bandwidth, "bandwidth")
+        elif isinstance(bandwidth, str) and bandwidth != "auto":
             raise ValueError(f"bandwidth must be a positive number or 'auto', got {bandwidth!r}")
         auto = bandwidth == "auto"
         if likelihood in ("normal", "bernoulli") and (distance is not None or temperature is not None):
@@ -121,13 +131,22 @@ class Kernel:
         if likelihood == "normal":
             if auto:
                 return Kernel.auto("gaussian", perplexity)
-            return Kernel.gaussian(scale if bandwidth is None else None, bandwidth=bandwidth)
+            if bandwidth is None:
+                if scale is None:
+                    raise ValueError(
+                        "likelihood='normal' needs scale (the observation noise sigma), a bandwidth h, or bandwidth='auto'"
+                    )
+                return Kernel.gaussian(check_positive(scale, "scale"))
+            return Kernel.gaussian(bandwidth=bandwidth)
         if likelihood == "bernoulli":
             if bandwidth is not None and not auto:
                 raise ValueError("likelihood='bernoulli' takes scale (the flip probability eps), not a bandwidth")
             if auto:
                 return Kernel.auto("bernoulli", perplexity)
-            return Kernel.bernoulli(DEFAULT_FLIP_PROB if scale is None else scale)
+            eps = DEFAULT_FLIP_PROB if scale is None else check_positive(scale, "scale")
+            if not eps < 0.5:
+                raise ValueError(f"scale is the Bernoulli flip probability eps and must lie in (0, 0.5), got {eps}")
+            return Kernel.bernoulli(eps)
         if likelihood == "custom":
             if distance is None or not callable(distance):
                 raise ValueError("likelihood='custom' needs distance=callable(a, b) -> (len(a), len(b)) distances")
@@ -141,15 +160,19 @@ class Kernel:
         raise ValueError(f"likelihood must be 'normal', 'bernoulli' or 'custom', got {likelihood!r}")
 
     @staticmethod
+    def class_of(settings: dict) -> type["Kernel"]:
+        """The class of the kernel that :meth:`describe` described (a saved cache's)."""
+        return {GaussianKernel.name: GaussianKernel, BernoulliKernel.name: BernoulliKernel}.get(
+            settings["name"], CustomKernel
+        )
+
+    @staticmethod
     def from_settings(settings: dict, distance: Distance | None = None) -> "Kernel":
-        """The kernel that :meth:`describe` described (a saved cache's), with the user's
-        ``distance`` for a custom kernel."""
-        name, temperature = settings["name"], settings["temperature"]
-        if name == GaussianKernel.name:
-            return GaussianKernel(temperature=temperature)
-        if name == BernoulliKernel.name:
-            return BernoulliKernel(temperature=temperature)
-        return CustomKernel(user_distance=_check_distance(distance), temperature=temperature)
+        """The kernel that :meth:`describe` described, with the user's ``distance`` for a custom one."""
+        cls = Kernel.class_of(settings)
+        if cls is CustomKernel:
+            return CustomKernel(user_distance=_check_distance(distance), temperature=settings["temperature"])
+        return cls(temperature=settings["temperature"])
 
     # -- what every kernel does ---------------------------------------------------
 
@@ -171,7 +194,8 @@ class Kernel:
         """This kernel with ``T`` fitted to ``data`` if it has none (:meth:`auto`)."""
         if self.temperature is not None:
             return self
-        return replace(self, temperature=auto_temperature(data, self.distance, self.perplexity, AUTO_MAX_POINTS))
+        temperature = auto_temperature(data, self.distance, self.perplexity, AUTO_MAX_POINTS)
+        return replace(self, temperature=temperature, perplexity=None)  # T is what identifies it from now on
 
     def prepared(self, queries: torch.Tensor, data: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The two point sets as the search should see them (the same by default)."""

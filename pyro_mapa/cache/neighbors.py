@@ -49,14 +49,14 @@ class NeighborTable(NamedTuple):
         return self.log_tail - math.log(num_uncached)
 
     def dense_log_prob(self, num_points: int) -> torch.Tensor:
-        """``log q(i = m | x)`` over all ``N`` indices (``M x N``), the tail spread uniformly.
+        """``log q(i = m | x)`` over all ``N`` indices (``batch x N``), the tail spread uniformly.
 
         >>> table = NeighborTable(torch.tensor([[1]]), torch.tensor([[-0.1]]), torch.tensor([-2.4]))
         >>> table.dense_log_prob(3).exp()
         tensor([[0.0454, 0.9048, 0.0454]])
         """
-        dense = self.uncached_log_prob(num_points).unsqueeze(-1).expand(len(self.index), num_points).clone()
-        return dense.scatter_(1, self.index, self.log_prob)
+        dense = self.uncached_log_prob(num_points).unsqueeze(-1).expand(*self.index.shape[:-1], num_points).clone()
+        return dense.scatter_(-1, self.index, self.log_prob)
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "NeighborTable":
         """Move the tables to ``device``; cast the log-probabilities to ``dtype``."""

@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 
-from .._checks import check_num_neighbors
+from .._checks import as_data_tensor, check_num_neighbors
 from .index import MAPAIndex
 from .kernels import Kernel
 from .neighbors import DEFAULT_BLOCK_ENTRIES, NeighborTable, exact_neighbors
@@ -57,7 +57,7 @@ class MAPAPosterior:
         num_cached: int = 64,
         distance: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         temperature: float | None = None,
-        perplexity: float = 10.0,
+        perplexity: float | None = None,
         max_block_entries: int = DEFAULT_BLOCK_ENTRIES,
         progress: bool | None = None,
     ) -> "MAPAPosterior":
@@ -79,21 +79,23 @@ class MAPAPosterior:
         :param num_cached: ``K_c``, the indices cached per point (itself included).
         :param distance: ``d(a, b) -> (len(a), len(b))`` for ``likelihood="custom"``.
         :param temperature: ``T`` for ``likelihood="custom"``.
-        :param perplexity: target of ``bandwidth="auto"``.
+        :param perplexity: target of ``bandwidth="auto"`` (default 10).
         :param max_block_entries: kernel entries computed at once (bounds memory).
         :param progress: progress bar; ``None`` shows one on a terminal only.
         """
+        shorthand = (likelihood, scale, bandwidth, distance, temperature, perplexity)
+        if kernel is not None and not isinstance(kernel, Kernel):
+            raise TypeError(f"kernel must be a pyro_mapa.Kernel (e.g. Kernel.gaussian(sigma=...)), got {kernel!r}")
+        if kernel is not None and any(v is not None for v in shorthand):
+            raise ValueError("give the kernel either as kernel= or by likelihood=, scale=, bandwidth=, ..., not both")
+        # the data first, then K_c, then the kernel's settings: the first problem is the one named
+        data = kernel.check_data(data) if kernel is not None else as_data_tensor(data, binary=likelihood == "bernoulli")
+        num_cached = check_num_neighbors(num_cached, data.shape[0], "num_cached")
         if kernel is None:
             kernel = Kernel.from_likelihood(
                 likelihood or "normal", scale=scale, bandwidth=bandwidth, distance=distance,
-                temperature=temperature, perplexity=perplexity,
+                temperature=temperature, perplexity=10.0 if perplexity is None else perplexity,
             )
-        elif not isinstance(kernel, Kernel):
-            raise TypeError(f"kernel must be a pyro_mapa.Kernel (e.g. Kernel.gaussian(sigma=...)), got {kernel!r}")
-        elif any(v is not None for v in (likelihood, scale, bandwidth, distance, temperature)):
-            raise ValueError("give the kernel either as kernel= or by likelihood=, scale=, bandwidth=, ..., not both")
-        data = kernel.check_data(data)
-        num_cached = check_num_neighbors(num_cached, data.shape[0], "num_cached")
         kernel = kernel.calibrated(data)
         table = exact_neighbors(data, data, kernel, num_cached, max_block_entries=max_block_entries, progress=progress)
         return cls(data, kernel, table, fingerprint(data, cls._settings(kernel, num_cached)))
@@ -179,15 +181,15 @@ class MAPAPosterior:
         """
         payload = read_cache_file(path)
         settings, name = payload["settings"], payload["settings"]["name"]
-        if name.startswith("custom:") and distance is None:
-            raise ValueError(f"{path} was built with a custom distance ({name[7:]}); pass it as distance=")
-        kernel = Kernel.from_settings(settings, distance)
-        data = kernel.check_data(data)
+        data = as_data_tensor(data, binary=Kernel.class_of(settings).binary)
         if fingerprint(data, settings) != payload["fingerprint"]:
             raise ValueError(
                 f"{path} was built from other data or settings (N={payload['num_points']}, kernel {name!r}); "
                 f"the data given has shape {tuple(data.shape)}. Refit with MAPAPosterior.fit for this data."
             )
+        if name.startswith("custom:") and distance is None:
+            raise ValueError(f"{path} was built with a custom distance ({name[7:]}); pass it as distance=")
+        kernel = Kernel.from_settings(settings, distance)
         if kernel.name != name:
             raise ValueError(f"{path} was built with the distance {name[7:]}, not {kernel.name[7:]}")
         table = NeighborTable(**payload["tensors"]).to(data.device, data.dtype)

@@ -27,7 +27,7 @@ from typing import Callable
 import torch
 
 from .._checks import as_data_tensor, check_count
-from .._tensors import squared_distances
+from .._tensors import row_chunks, squared_distances
 
 __all__ = ["SYNTHETIC_DATASETS", "SyntheticData", "load_synthetic"]
 
@@ -105,7 +105,7 @@ class SyntheticData:
         mean = self.decoder(z)
         const = -x.shape[1] * (math.log(self.sigma) + 0.5 * math.log(2 * math.pi))
         out = []
-        for chunk in x.split(max(1, 2**23 // z.shape[0])):
+        for chunk in row_chunks(x, 2**23, row_size=z.shape[0]):
             sq = squared_distances(chunk, mean)
             out.append((log_weight - 0.5 * sq / self.sigma**2).logsumexp(-1) + const)
         return torch.cat(out)

@@ -22,6 +22,7 @@ import pyro.distributions as dist
 import torch
 
 from .._checks import check_count
+from .._tensors import row_chunks
 from ..infer.importance import ImportanceWeightedELBO
 from ..models import Likelihood, as_likelihood
 
@@ -164,7 +165,7 @@ def grid_log_likelihood(
     grid = torch.cartesian_prod(*[axis] * d).reshape(-1, d)
     total = torch.full((len(x),), -math.inf, dtype=x.dtype, device=x.device)
     with torch.no_grad():  # grid chunks of 2^24 / max(len(x), D) points: bounded memory, one pass over x each
-        for chunk in grid.split(max(1, 2**24 // max(len(x), x.shape[1]))):
+        for chunk in row_chunks(grid, 2**24, row_size=max(len(x), x.shape[1])):
             log_lik = likelihood.pairwise_log_prob(x, decoder(chunk))  # (len(x), len(chunk))
             total = torch.logaddexp(total, (prior.log_prob(chunk) + log_lik).logsumexp(-1))
     return total + d * math.log(step)

@@ -28,6 +28,7 @@ from pyro.distributions.torch_distribution import ExpandedDistribution
 from pyro.poutine.messenger import Messenger
 
 from .._checks import check_count
+from ..cache import MAPAIndex
 from .importance import ImportanceWeightedELBO
 from .proposal import IndexParticles, ParticleProposal
 
@@ -108,5 +109,13 @@ class MAPA_ELBO(ImportanceWeightedELBO):
         return IndexParticleMessenger(self.num_neighbors, self.num_samples, particle_dim)(guide)
 
     def _check_guide_site(self, site: dict) -> None:
-        if not isinstance(site["fn"], IndexParticles):
-            super()._check_guide_site(site)
+        fn = site["fn"]
+        if isinstance(fn, IndexParticles):
+            return
+        base = fn.base_dist if isinstance(fn, ExpandedDistribution) else fn
+        if isinstance(base, MAPAIndex):
+            raise ValueError(
+                f"guide site '{site['name']}' samples the cache's MAPAIndex, which offers no particles: sample "
+                "pyro_mapa.IndexProposal(q, defensive) there instead (what MAPAGuide does)"
+            )
+        super()._check_guide_site(site)

@@ -37,7 +37,9 @@ DEFAULT_DEFENSIVE = 0.1
 
 @runtime_checkable
 class ParticleProposal(Protocol):
-    """What :class:`~pyro_mapa.MAPA_ELBO` needs of the distribution at a guide's index site."""
+    """What :class:`~pyro_mapa.MAPA_ELBO` needs of the distribution at a guide's index site:
+    a Pyro distribution (its ``batch_shape`` and ``support`` are used too) that also offers
+    the bound's particles."""
 
     def index_particles(self, num_neighbors: int, num_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``K + S`` particles and their log-weights ``log w_p``, both ``(K + S,) + batch_shape``."""
@@ -148,6 +150,8 @@ class IndexParticles(TorchDistribution):
     has_rsample = False
 
     def __init__(self, values: torch.Tensor, log_weights: torch.Tensor, support: constraints.Constraint):
+        if not isinstance(support, constraints.Constraint):
+            raise TypeError(f"support must be a torch constraint (the index distribution's support), got {support!r}")
         self.values = values
         self.log_weights = log_weights
         self._support = support

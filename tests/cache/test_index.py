@@ -38,3 +38,9 @@ def test_uncached_sampler_is_uniform_on_the_rest():
 def test_dense_log_prob_is_the_dense_reference():
     table = random_table()
     assert torch.allclose(table.dense_log_prob(12).exp().double(), dense_q(table, 12), atol=1e-6)
+
+
+def test_dense_log_prob_of_a_batched_table():
+    table = random_table(batch=6)
+    batched = type(table)(*(t.reshape(2, 3, *t.shape[1:]) for t in table))
+    assert torch.equal(batched.dense_log_prob(12).reshape(6, 12), table.dense_log_prob(12))

@@ -82,3 +82,26 @@ def test_the_bernoulli_kernel_refuses_non_binary_data_and_the_gaussian_accepts_i
     with pytest.raises(ValueError, match="needs binary data"):
         MAPAPosterior.fit(data, kernel=Kernel.bernoulli(), num_cached=3)
     assert MAPAPosterior.fit(data, kernel=Kernel.gaussian(0.5), num_cached=3).num_cached == 3
+
+
+def test_kernels_built_directly_are_checked():
+    with pytest.raises(TypeError, match="Kernel is abstract"):
+        Kernel(temperature=1.0)
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
+        GaussianKernel(temperature=-1.0)
+    with pytest.raises(ValueError, match="needs a temperature, or a perplexity"):
+        GaussianKernel()
+    with pytest.raises(ValueError, match="sigma or bandwidth, not both"):
+        Kernel.gaussian(1.0, bandwidth=1.0)
+    with pytest.raises(ValueError, match="eps is the Bernoulli flip probability"):
+        Kernel.bernoulli(0.5)
+
+
+def test_a_calibrated_kernel_is_identified_by_its_temperature(tmp_path):
+    """After calibration the target perplexity is spent: a saved and loaded cache has the same kernel."""
+    data = torch.randn(60, 3, dtype=torch.float64)
+    posterior = MAPAPosterior.fit(data, kernel=Kernel.auto(perplexity=6.0), num_cached=5)
+    posterior.save(tmp_path / "c.pt")
+    assert MAPAPosterior.load(tmp_path / "c.pt", data).kernel == posterior.kernel
+    with pytest.raises(ValueError, match="not both"):
+        MAPAPosterior.fit(data, kernel=Kernel.auto(), perplexity=25.0, num_cached=5)

@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+from toy_models import Empirical
 
 from pyro_mapa import MAPA_ELBO, MAPAGuide, MAPAPosterior
-from toy_models import Empirical
 
 
 def test_to_casts_the_data_and_tables_and_leaves_the_original_alone(tmp_path):

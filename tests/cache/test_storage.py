@@ -142,3 +142,11 @@ def test_a_loaded_cache_saves_in_the_current_format_and_loads_again(tmp_path):
     old.save(tmp_path / "new.pt")
     assert torch.load(tmp_path / "new.pt", weights_only=True)["format"] == "pyro-mapa-cache/2"
     assert torch.equal(MAPAPosterior.load(tmp_path / "new.pt", data).table.index, old.table.index)
+
+
+def test_other_data_is_named_before_a_missing_custom_distance(tmp_path, float64):
+    data = torch.randn(30, 2)
+    MAPAPosterior.fit(data, likelihood="custom", distance=lambda a, b: torch.cdist(a, b), temperature=0.2,
+                      num_cached=4).save(tmp_path / "c.pt")
+    with pytest.raises(ValueError, match="built from other data"):
+        MAPAPosterior.load(tmp_path / "c.pt", data + 1.0)

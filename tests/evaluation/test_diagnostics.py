@@ -136,3 +136,13 @@ def test_the_exact_latent_posterior_pushed_to_indices_is_the_exact_index_posteri
     # a wrong latent posterior is measurably far from it
     wrong = dist.Normal(-x, 0.1).to_event(1)
     assert posterior_distance(latent_to_index_log_posterior(wrong, codes), pushed).mean_total_variation > 0.5
+
+
+def test_gaussian_index_posterior_far_from_the_origin(float64):
+    """Data offset by 1e7 with sigma 0.1: the expansion |x|^2 - 2 x.m + |m|^2 would lose
+    nats to cancellation; the direct differences are the reference."""
+    g = torch.Generator().manual_seed(5)
+    means = 1e7 + 0.3 * torch.randn(40, 3, generator=g)
+    x = means[:6] + 0.1 * torch.randn(6, 3, generator=g)
+    direct = torch.log_softmax(-0.5 * ((x[:, None] - means[None]) ** 2).sum(-1) / 0.1**2, dim=-1)
+    assert torch.allclose(gaussian_index_log_posterior(x, means, 0.1), direct, atol=1e-6)

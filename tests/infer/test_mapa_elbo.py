@@ -213,3 +213,22 @@ def test_guide_set_up_inside_the_bound_with_as_many_particles_as_points():
     loss = MAPA_ELBO(num_neighbors=6, num_samples=0).loss(problem.model, guide, problem.data)  # K = N
     assert guide.index_site == "i"
     assert loss == pytest.approx(-problem.exact_log_marginal(problem.data).sum().item(), abs=1e-4)
+
+
+def test_a_guide_that_samples_the_bare_cache_distribution_is_told_what_to_use():
+    problem = Empirical(num_points=10)
+    posterior = MAPAPosterior.fit(problem.data, scale=problem.sigma, num_cached=5)
+
+    def guide(x, idx=None):
+        with pyro.plate("data", problem.N):
+            pyro.sample("i", posterior.index_distribution(torch.arange(problem.N)))
+
+    with pytest.raises(ValueError, match="samples the cache's MAPAIndex.*IndexProposal"):
+        MAPA_ELBO(num_neighbors=2, num_samples=2).loss(problem.model, guide, problem.data)
+    from pyro_mapa import IndexProposal
+
+    def wrapped(x, idx=None):
+        with pyro.plate("data", problem.N):
+            pyro.sample("i", IndexProposal(posterior.index_distribution(torch.arange(problem.N))))
+
+    assert math.isfinite(MAPA_ELBO(num_neighbors=2, num_samples=2).loss(problem.model, wrapped, problem.data))

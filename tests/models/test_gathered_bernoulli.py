@@ -7,7 +7,14 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from pyro_mapa import MAPA_ELBO, GatheredBernoulli, Kernel, MAPAGuide, MAPAPosterior, decode_unique
+from pyro_mapa import (
+    MAPA_ELBO,
+    GatheredBernoulli,
+    Kernel,
+    MAPAGuide,
+    MAPAPosterior,
+    decode_unique,
+)
 from pyro_mapa.models import gathered
 
 

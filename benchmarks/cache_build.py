@@ -7,6 +7,7 @@ process's footprint once the data exist.
 
     python benchmarks/cache_build.py                 # N = 1k, 10k, 60k
     python benchmarks/cache_build.py --sizes 1000 --repeats 3
+    python benchmarks/cache_build.py --fashion-mnist --sizes 60000   # the binarized images, Bernoulli kernel
 """
 
 from __future__ import annotations
@@ -27,15 +28,20 @@ def _peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _one(kind: str, num_points: int, dim: int, num_neighbors: int, seed: int) -> dict:
-    from pyro_mapa import MAPAPosterior
+def _one(kind: str, num_points: int, dim: int, num_neighbors: int, seed: int, fashion: bool) -> dict:
+    from pyro_mapa import Kernel, MAPAPosterior
     from pyro_mapa.cache.neighbors import DEFAULT_BLOCK_ENTRIES
+    from pyro_mapa.datasets import load_fashion_mnist
 
-    data = torch.randn(num_points, dim, generator=torch.Generator().manual_seed(seed))
+    if fashion:  # the first N of the 60,000 training and validation images, binarized with the seed
+        images = load_fashion_mnist(seed=seed)
+        data, kernel = torch.cat([images.train, images.val])[:num_points], Kernel.bernoulli()
+    else:
+        data, kernel = torch.randn(num_points, dim, generator=torch.Generator().manual_seed(seed)), Kernel.gaussian(1.0)
     baseline = _peak_mib()
     start = time.perf_counter()
     if kind == "cache":
-        MAPAPosterior.fit(data, scale=1.0, num_cached=num_neighbors, progress=False)
+        MAPAPosterior.fit(data, kernel=kernel, num_cached=num_neighbors, progress=False)
     else:  # the floor: the same row blocks, only X_block @ X.T, into one reused buffer
         rows = max(1, min(num_points, DEFAULT_BLOCK_ENTRIES // num_points))
         out = torch.empty(rows, num_points)
@@ -50,11 +56,12 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=784)
     parser.add_argument("--neighbors", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3, help="seeds per size (1 for N >= 60k)")
+    parser.add_argument("--fashion-mnist", action="store_true", help="the binarized images (D = 784) instead of randn")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         kind, num_points = args.child[0], int(args.child[1])
-        print(json.dumps(_one(kind, num_points, args.dim, args.neighbors, seed=args.repeats)))
+        print(json.dumps(_one(kind, num_points, args.dim, args.neighbors, args.repeats, args.fashion_mnist)))
         return
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads")
     print("| N | cache s (median) | floor s (median) | ratio | cache peak MiB | floor peak MiB | N*K_c tables MiB | seeds |")
@@ -66,6 +73,7 @@ def main() -> None:
             for kind in runs:
                 cmd = [sys.executable, __file__, "--child", kind, str(n), "--dim", str(args.dim),
                        "--neighbors", str(args.neighbors), "--repeats", str(seed)]
+                cmd += ["--fashion-mnist"] if args.fashion_mnist else []
                 runs[kind].append(json.loads(subprocess.check_output(cmd)))
         med = {k: statistics.median(r["seconds"] for r in v) for k, v in runs.items()}
         peak = {k: max(r["peak_mib"] for r in v) for k, v in runs.items()}

@@ -4,10 +4,11 @@ A MAPA step (batch B, K + S particles, the decoder on distinct indices) against 
 decoder forward and backward on the same number of distinct codes (plus the Adam update
 of the same parameters), on the comparison's decoder (`--hidden` widens it: the work
 around the decoder is the same at any width, so the ratio falls as the decoder grows). Two ways to
-write the likelihood: `GatheredNormal` on `decode_unique` (what `empirical_model` does)
-and `Normal(decode(...), sigma).to_event(1)`. Medians over repeated steps.
+write the likelihood: its gathered form on `decode_unique` (`GatheredNormal` or `GatheredBernoulli`:
+what `empirical_model` does) and torch's distribution on `decode(...)`. Medians over repeated steps.
 
     python benchmarks/step_overhead.py --batch 256 --neighbors 5 --samples 20 --threads 1 2 --hidden 50 200 500
+    python benchmarks/step_overhead.py --dataset fashion-mnist --batch 100 --neighbors 1 --samples 10 --hidden 300
 """
 
 from __future__ import annotations
@@ -37,20 +38,21 @@ def timed(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def normal_model(decoder, sigma: float, num_points: int, latent_dim: int):
-    """`empirical_model` with torch's Normal on the gathered means: the slower way to write it."""
+def torch_model(decoder, likelihood, num_points: int, latent_dim: int):
+    """`empirical_model` with torch's distribution on the gathered outputs: the slower way to write it."""
 
     def model(x, idx=None):
         pyro.module("decoder", decoder)
         codes = pyro.param("codes", lambda: 0.1 * torch.randn(num_points, latent_dim))
         with pyro.plate("data", num_points, subsample=idx):
             i = pyro.sample("i", dist.Categorical(logits=torch.zeros(num_points)))
-            pyro.sample("x", dist.Normal(decode(decoder, codes, i), sigma).to_event(1), obs=x)
+            pyro.sample("x", likelihood.distribution(decode(decoder, codes, i)), obs=x)
 
     return model
 
 
-LIKELIHOODS = {"GatheredNormal": empirical_model, "Normal(decode)": normal_model}
+#: the likelihood's gathered form (GatheredNormal, GatheredBernoulli), or torch's on decode(...)
+LIKELIHOODS = {"gathered": empirical_model, "torch(decode)": torch_model}
 
 
 def main() -> None:
@@ -84,9 +86,10 @@ def measure(name: str, hidden: int, likelihood: str, args) -> dict:
     split = load_split(name)
     num_points, obs_dim = split.train.shape
     decoder = make_decoder(split.latent_dim, obs_dim, hidden)
-    model = LIKELIHOODS[likelihood](decoder, split.sigma, num_points, split.latent_dim)
-    posterior = MAPAPosterior.fit(split.train, scale=split.sigma, num_cached=64)
+    model = LIKELIHOODS[likelihood](decoder, split.likelihood, num_points, split.latent_dim)
+    posterior = MAPAPosterior.fit(split.train, kernel=split.likelihood.cache_kernel(), num_cached=64, progress=False)
     guide = MAPAGuide(model, posterior, create_plates=lambda x, idx=None: pyro.plate("data", num_points, subsample=idx))
+    guide(split.train[:args.batch], torch.arange(args.batch))  # set up on a minibatch (a full trace is N^2 at N = 50,000)
     elbo = MAPA_ELBO(args.neighbors, args.samples, max_plate_nesting=1)
     svi = SVI(model, guide, Adam({"lr": 1e-3}), loss=elbo)
     batches = [torch.randint(0, num_points, (args.batch,)) for _ in range(args.repeats + 1)]
@@ -111,7 +114,7 @@ def measure(name: str, hidden: int, likelihood: str, args) -> dict:
 
     def bare_step():
         optimizer.zero_grad()
-        loss = ((decoder(codes[:num_codes]) - x) ** 2).sum()
+        loss = -split.likelihood.distribution(decoder(codes[:num_codes])).log_prob(x).sum()
         loss.backward()
         optimizer.step()
 

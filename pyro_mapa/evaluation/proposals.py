@@ -68,6 +68,31 @@ class _DefensiveMixture(TorchDistribution):
         )
 
 
+class _GaussianMixture(dist.MixtureSameFamily):
+    """A mixture of ``K`` multivariate normals per batch element that draws each sample from
+    its own component only. torch's ``MixtureSameFamily`` draws from all ``K`` components and
+    then picks one (``K`` times the work: most of the scorer's time at ``d = 40``); the density
+    is torch's."""
+
+    #: entries of gathered Cholesky factors held at once while sampling
+    MAX_ENTRIES = 2**22
+
+    def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+        with torch.no_grad():
+            components = self.mixture_distribution.sample(sample_shape)  # sample_shape + batch_shape
+            normal = self.component_distribution
+            d = normal.event_shape[0]
+            loc, tril = normal.loc.reshape(-1, d), normal.scale_tril.reshape(-1, d, d)  # (batch * K, ...)
+            num_components = normal.batch_shape[-1]
+            rows = torch.arange(self.batch_shape.numel(), device=loc.device) * num_components
+            chosen = (rows + components.reshape(-1, self.batch_shape.numel())).reshape(-1)  # (samples * batch,)
+            draws = []
+            for piece in chosen.split(max(1, self.MAX_ENTRIES // (d * d))):
+                noise = torch.randn(len(piece), d, 1, dtype=loc.dtype, device=loc.device)
+                draws.append(loc[piece] + (tril[piece] @ noise).squeeze(-1))
+            return torch.cat(draws).reshape(components.shape + (d,))
+
+
 def laplace_mixture_proposal(
     decoder: Callable[[torch.Tensor], torch.Tensor],
     codes: torch.Tensor,
@@ -116,6 +141,8 @@ def laplace_mixture_proposal(
     eye = torch.eye(d, dtype=torch.float64, device=codes.device)
     if prior is None:
         prior = dist.MultivariateNormal(codes.new_zeros(d), scale_tril=eye.to(codes.dtype))
+    elif isinstance(prior, dist.MixtureSameFamily) and isinstance(prior.component_distribution, dist.MultivariateNormal):
+        prior = _GaussianMixture(prior.mixture_distribution, prior.component_distribution)  # the same density
     with torch.no_grad():
         outputs = decoder(codes)
     kernel = likelihood.anchor_kernel()  # log-weights log p(x | f(c_m)) + const: w_m
@@ -155,7 +182,7 @@ def laplace_mixture_proposal(
     def proposal(x: torch.Tensor) -> None:
         with torch.no_grad():
             log_weights, loc, scale_tril = components(x)
-        anchors = dist.MixtureSameFamily(
+        anchors = _GaussianMixture(
             dist.Categorical(logits=log_weights), dist.MultivariateNormal(loc, scale_tril=scale_tril)
         )
         with pyro.plate("data", len(x)):

@@ -1,0 +1,128 @@
+"""The comparison on Fashion-MNIST at full size, run in parts that resume.
+
+Every (method, seed) at a budget is one part, saved as its own JSON file under
+``--out/budget<B>/`` as soon as it ends (written atomically); a part whose file exists is
+skipped, so a campaign that outlasts a session resumes where it stopped. ``report`` reads
+the parts of a budget and prints the comparison's table (medians, spreads, phase timings)
+and writes the curves as a plot.
+
+The protocol is `pyro_mapa.experiments.train_and_score`'s on `load_split("fashion-mnist")`:
+the 50,000 training images (stochastically binarized with seed 0), a Bernoulli decoder
+40 -> 300 -> 300 -> 784 (tanh) shared by every method, an equal budget of decoder passes,
+checkpoints scored on the first 1,000 validation images with 100 importance samples, and
+the best one scored on the first 2,000 test images with 5,000 samples per image.
+
+    python benchmarks/fashion_mnist.py run --budget 2000000 --seeds 0 --methods vae iwae-5 iwae-50 autodelta mapa-1-10 mapa-5-10 exact
+    python benchmarks/fashion_mnist.py report --budget 2000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import torch
+
+from pyro_mapa.experiments import (
+    RunResult,
+    load_split,
+    plot_curves,
+    summary_table,
+    train_and_score,
+)
+
+DEFAULT_OUT = Path(__file__).parent / "results" / "fashion-mnist"
+METHODS = ["vae", "iwae-5", "iwae-50", "autodelta", "mapa-1-10", "mapa-1-50", "mapa-5-10", "mapa-5-50", "exact"]
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _commit() -> str:
+    try:
+        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True).strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def run(args) -> None:
+    folder = args.out / f"budget{args.budget}"
+    folder.mkdir(parents=True, exist_ok=True)
+    split = load_split("fashion-mnist", num_val=args.num_val, num_test=args.num_test)
+    for seed in args.seeds:
+        for method in args.methods:
+            path = folder / f"{method}-seed{seed}.json"
+            if path.exists():
+                print(f"{path.name}: done before, skipped", flush=True)
+                continue
+            result = train_and_score(
+                method, split, seed, args.budget, lr=args.lr, batch_size=args.batch_size,
+                num_checkpoints=args.checkpoints, eval_particles=args.eval_particles, checkpoint_test=False,
+                test_particles=args.test_particles, max_test_particles=args.test_particles, progress=not args.quiet,
+            )
+            record = {
+                "result": asdict(result), "split": split.describe(), "split_notes": split.notes,
+                "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "func"},
+                "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+                           f"{torch.get_num_threads()} threads",
+                "date": datetime.date.today().isoformat(), "commit": _commit(),
+            }
+            _write_atomically(path, json.dumps(record, indent=1))
+            print(f"{path.name}: test LL {result.test_ll:.2f} (se {result.test_point_se:.2f}), "
+                  f"train {result.train_seconds:.0f} s, score {result.score_seconds:.0f} s", flush=True)
+
+
+def report(args) -> None:
+    folder = args.out / f"budget{args.budget}"
+    records = [json.loads(p.read_text()) for p in sorted(folder.glob("*-seed*.json"))]
+    if not records:
+        raise SystemExit(f"no parts under {folder}")
+    names = {f.name for f in fields(RunResult)}
+    runs = [RunResult(**{k: v for k, v in r["result"].items() if k in names}) for r in records]
+    order = {m: i for i, m in enumerate(METHODS)}
+    runs.sort(key=lambda r: (order.get(r.method, len(order)), r.seed))
+    split = load_split("fashion-mnist", num_val=records[0]["settings"]["num_val"],
+                       num_test=records[0]["settings"]["num_test"])
+    print(summary_table(split, runs))
+    print(f"machine: {records[0]['machine']}; dates {sorted({r['date'] for r in records})}; "
+          f"commits {sorted({r['commit'] for r in records})}")
+    plot_curves(runs, folder / "curves.png", f"Fashion-MNIST, {args.budget:,} decoder passes")
+    print(f"wrote {folder / 'curves.png'}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, func in (("run", run), ("report", report)):
+        sub = commands.add_parser(name)
+        sub.set_defaults(func=func)
+        sub.add_argument("--budget", type=int, required=True, help="decoder passes per run")
+        sub.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    run_parser = commands.choices["run"]
+    run_parser.add_argument("--methods", nargs="+", default=METHODS)
+    run_parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    run_parser.add_argument("--lr", type=float, default=1e-3)
+    run_parser.add_argument("--batch-size", type=int, default=100)
+    run_parser.add_argument("--checkpoints", type=int, default=5)
+    run_parser.add_argument("--eval-particles", type=int, default=100)
+    run_parser.add_argument("--test-particles", type=int, default=5000)
+    run_parser.add_argument("--num-val", type=int, default=1000)
+    run_parser.add_argument("--num-test", type=int, default=2000)
+    run_parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

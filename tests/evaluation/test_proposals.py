@@ -180,3 +180,10 @@ def test_the_mixture_draws_each_sample_from_its_own_component(float64):
     assert ((draws.mean(0) - mean).abs() < 4 * se).all()
     empirical_cov = torch.stack([torch.cov(draws[:, b].T) for b in range(2)])
     assert torch.allclose(empirical_cov, cov, rtol=0.05, atol=0.05)
+    reference = dist.MixtureSameFamily(dist.Categorical(weights), dist.MultivariateNormal(loc, scale_tril=tril))
+    points = 5 * torch.randn(7, 2, 2, generator=g)
+    assert torch.allclose(mixture.log_prob(points), reference.log_prob(points), atol=1e-10)
+    assert torch.allclose(mixture.log_prob(points[:, :1]), reference.log_prob(points[:, :1]), atol=1e-10)  # broadcast
+    shared = _GaussianMixture(dist.Categorical(weights[0]), dist.MultivariateNormal(loc[0], scale_tril=tril[0]))
+    shared_reference = dist.MixtureSameFamily(dist.Categorical(weights[0]), dist.MultivariateNormal(loc[0], scale_tril=tril[0]))
+    assert torch.allclose(shared.log_prob(points), shared_reference.log_prob(points), atol=1e-10)  # one for all points

@@ -7,9 +7,9 @@ import pyro.distributions as dist
 import pytest
 import torch
 from pyro.infer import Predictive
-from toy_models import Empirical
+from toy_models import GatheredEmpirical
 
-from pyro_mapa import MAPA_ELBO, GatheredNormal, MAPAGuide, MAPAPosterior, decode_unique
+from pyro_mapa import MAPA_ELBO, GatheredNormal, MAPAGuide, MAPAPosterior
 from pyro_mapa.models import gathered
 
 
@@ -54,18 +54,6 @@ def test_expand_broadcasts_the_index():
     assert expanded.batch_shape == (5, 2) and expanded.event_shape == (3,)
     x = torch.randn(2, 3)
     assert torch.allclose(expanded.log_prob(x), reference(loc, 0.7, index.expand(5, 2)).log_prob(x))
-
-
-class GatheredEmpirical(Empirical):
-    """The same model, its likelihood written with decode_unique and GatheredNormal."""
-
-    def model(self, x, idx=None):
-        decoder = pyro.module("decoder", self.net)
-        codes = pyro.param("codes", lambda: self.init_codes.clone())
-        with pyro.plate("data", self.N, subsample=idx):
-            i = pyro.sample("i", dist.Categorical(logits=torch.zeros(self.N)))
-            loc, rows = decode_unique(decoder, codes, i)
-            pyro.sample("x", GatheredNormal(loc, self.sigma, rows), obs=x)
 
 
 def test_mapa_elbo_with_gathered_normal_is_the_exact_marginal(float64):

@@ -1,11 +1,11 @@
 """GatheredBernoulli against torch's Bernoulli on the gathered logits, and inside MAPA_ELBO."""
 
-import math
 
 import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from toy_models import BernoulliEmpirical
 
 from pyro_mapa import (
     MAPA_ELBO,
@@ -13,7 +13,6 @@ from pyro_mapa import (
     Kernel,
     MAPAGuide,
     MAPAPosterior,
-    decode_unique,
 )
 from pyro_mapa.models import gathered
 
@@ -64,34 +63,6 @@ def test_expand_and_bad_arguments():
         GatheredBernoulli(torch.zeros(3), torch.tensor([0]))
     with pytest.raises(ValueError, match=r"rows of logits in \[0, 4\)"):
         GatheredBernoulli(logits, torch.tensor([4]), validate_args=True)
-
-
-class BernoulliEmpirical:
-    """An empiricalized Bernoulli model: N binary points of D = 12, codes of dimension 2."""
-
-    def __init__(self, num_points=25, obs_dim=12):
-        g = torch.Generator().manual_seed(4)
-        self.N = num_points
-        self.data = (torch.rand(num_points, obs_dim, generator=g) < 0.3).to(torch.get_default_dtype())
-        torch.manual_seed(4)
-        self.net = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Linear(16, obs_dim))
-        self.init_codes = torch.randn(num_points, 2, generator=g, dtype=torch.get_default_dtype())
-
-    def model(self, x, idx=None):
-        decoder = pyro.module("decoder", self.net)
-        codes = pyro.param("codes", lambda: self.init_codes.clone())
-        with pyro.plate("data", self.N, subsample=idx):
-            i = pyro.sample("i", dist.Categorical(logits=torch.zeros(self.N)))
-            logits, rows = decode_unique(decoder, codes, i)
-            pyro.sample("x", GatheredBernoulli(logits, rows), obs=x)
-
-    def create_plates(self, x, idx=None):
-        return pyro.plate("data", self.N, subsample=idx)
-
-    def exact_log_marginal(self, x):
-        """``logsumexp_m log Bernoulli(x_n; f(z_m)) - log N``, by torch's Bernoulli."""
-        logits = self.net(pyro.param("codes"))
-        return dist.Bernoulli(logits=logits).to_event(1).log_prob(x[:, None, :]).logsumexp(-1) - math.log(self.N)
 
 
 @pytest.mark.parametrize("idx", [None, torch.tensor([3, 17, 17, 24])])

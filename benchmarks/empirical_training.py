@@ -71,7 +71,7 @@ def train_curve(
             pyro.factor("code_prior", -0.5 * code_penalty * pyro.param("codes").pow(2).sum())
 
     posterior = MAPAPosterior.fit(
-        train, scale=sigma, bandwidth=bandwidth_factor * 2**0.5 * sigma,
+        train, bandwidth=bandwidth_factor * 2**0.5 * sigma,
         num_cached=min(num_points, max(64, method.num_neighbors, method.num_samples)), progress=False,
     )
     guide = MAPAGuide(model, posterior, create_plates=lambda x, idx=None: pyro.plate("data", num_points, subsample=idx))

@@ -191,3 +191,29 @@ def test_create_plates_with_another_name(problem):
     guide = MAPAGuide(problem.model, posterior, create_plates=lambda x, idx=None: pyro.plate("batch", 30, subsample=idx))
     with pytest.raises(ValueError, match="create_plates returned plates \\['batch'\\].*plate 'data'"):
         train_step(problem, guide, MAPA_ELBO(num_neighbors=2, num_samples=2))
+
+
+def test_scale_and_bandwidth_together_are_refused():
+    """Issue 12: an invalid scale beside a bandwidth was ignored."""
+    with pytest.raises(ValueError, match="scale or bandwidth, not both"):
+        MAPAPosterior.fit(torch.randn(10, 2), scale=-1.0, bandwidth=0.5, num_cached=3)
+
+
+@pytest.mark.parametrize("bad", [math.inf, -math.inf])
+def test_a_custom_distance_with_infinite_values_is_refused(bad):
+    def distance(a, b):
+        d = torch.cdist(a, b)
+        return torch.where(d == 0, torch.full_like(d, bad), d)
+
+    with pytest.raises(ValueError, match="returned NaN or infinite values") as excinfo:
+        MAPAPosterior.fit(torch.randn(10, 2), likelihood="custom", distance=distance, temperature=1.0, num_cached=3)
+    assert raised_by_us(excinfo)
+    with pytest.raises(ValueError, match="non-finite values"):
+        MAPAPosterior.fit(torch.randn(20, 2), likelihood="custom", distance=distance, bandwidth="auto", num_cached=3)
+
+
+def test_empirical_log_likelihood_names_a_bad_sigma():
+    from pyro_mapa.evaluation import empirical_log_likelihood
+
+    with pytest.raises(ValueError, match="sigma must be a finite number > 0"):
+        empirical_log_likelihood(torch.nn.Linear(1, 2), torch.zeros(3, 1), torch.zeros(2, 2), -0.5)

@@ -40,7 +40,12 @@ def auto_temperature(
         raise ValueError(f"perplexity must lie in (1, N={num_points}) for bandwidth='auto', got {perplexity}")
     generator = torch.Generator().manual_seed(0)
     rows = torch.randperm(num_points, generator=generator)[:max_points].to(data.device)
-    neg_d = -distance(data[rows], data).double()
+    neg_d = -torch.as_tensor(distance(data[rows], data)).double()
+    if neg_d.shape != (len(rows), num_points) or not torch.isfinite(neg_d).all():
+        raise ValueError(
+            f"bandwidth='auto': the distance returned shape {tuple(neg_d.shape)} for {len(rows)} x {num_points} "
+            "points, or non-finite values; it must return one finite distance per pair"
+        )
     # as T -> 0 the perplexity of a row falls to its number of nearest ties (duplicates)
     ties = (neg_d == neg_d.max(1, keepdim=True).values).sum(1).double().median().item()
     if ties >= perplexity:

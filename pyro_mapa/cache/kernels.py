@@ -126,6 +126,11 @@ class Kernel:
         elif isinstance(bandwidth, str) and bandwidth != "auto":
             raise ValueError(f"bandwidth must be a positive number or 'auto', got {bandwidth!r}")
         auto = bandwidth == "auto"
+        if scale is not None and bandwidth is not None:
+            raise ValueError(
+                f"give scale or bandwidth, not both (got scale={scale!r}, bandwidth={bandwidth!r}): "
+                "the bandwidth would override the scale"
+            )
         if likelihood in ("normal", "bernoulli") and (distance is not None or temperature is not None):
             raise ValueError("distance and temperature are for likelihood='custom'")
         if likelihood == "normal":
@@ -217,8 +222,11 @@ class Kernel:
                 f"the distance of kernel {self.name!r} returned shape {tuple(weights.shape)} for "
                 f"{len(a)} x {len(b)} points; it must return one distance per pair"
             )
-        if torch.isnan(weights).any():
-            raise ValueError(f"the distance of kernel {self.name!r} returned NaN")
+        if not torch.isfinite(weights).all():
+            raise ValueError(
+                f"the distance of kernel {self.name!r} returned NaN or infinite values; it must return "
+                "finite distances (a very large one gives a weight of about 0)"
+            )
         return out.copy_(weights)
 
     def describe(self) -> dict:

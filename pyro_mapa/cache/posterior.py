@@ -192,8 +192,28 @@ class MAPAPosterior:
         kernel = Kernel.from_settings(settings, distance)
         if kernel.name != name:
             raise ValueError(f"{path} was built with the distance {name[7:]}, not {kernel.name[7:]}")
-        table = NeighborTable(**payload["tensors"]).to(data.device, data.dtype)
+        table = _checked_table(NeighborTable(**payload["tensors"]), payload["num_points"], path)
+        table = table.to(data.device, data.dtype)
         current = cls._settings(kernel, table.index.shape[1])
         # an older format named its settings otherwise: re-fingerprint so that a save writes today's
         data_fingerprint = payload["fingerprint"] if current == settings else fingerprint(data, current)
         return cls(data, kernel, table, data_fingerprint)
+
+
+def _checked_table(table: NeighborTable, num_points: int, path) -> NeighborTable:
+    """``table`` if it is a cache of ``num_points`` points over themselves: shapes, index range,
+    and rows that normalise (cached mass plus tail is 1); a file whose checksum was recomputed
+    after an edit would otherwise load."""
+    index, log_prob, log_tail = table
+    problems = []
+    if index.dim() != 2 or index.shape[0] != num_points or log_prob.shape != index.shape or log_tail.shape != index.shape[:1]:
+        problems.append(f"table shapes {tuple(index.shape)}, {tuple(log_prob.shape)}, {tuple(log_tail.shape)} for N={num_points}")
+    elif index.dtype != torch.long or (index.numel() and (index.min() < 0 or index.max() >= num_points)):
+        problems.append(f"indices outside [0, {num_points})")
+    else:
+        total = torch.logaddexp(log_prob.double().logsumexp(1), log_tail.double())
+        if not (torch.isfinite(log_prob).all() and (total.abs() < 1e-3).all()):
+            problems.append("rows whose probabilities do not sum to 1")
+    if problems:
+        raise ValueError(f"{path} is not a valid MAPA cache: {problems[0]}")
+    return table

@@ -16,9 +16,9 @@ import torch
 from pyro.infer import Trace_ELBO
 from pyro.infer.autoguide import AutoDelta, AutoNormal, init_to_value
 
-from ..cache import MAPAPosterior
+from ..cache import Kernel, MAPAPosterior
 from ..infer import IWAE_ELBO, MAPA_ELBO, MAPAGuide
-from ..models import fit_prior, pca_codes
+from ..models import Likelihood, fit_prior, pca_codes
 from .baselines import empirical_model, encoder_guide, make_encoder, vae_model
 from .split import Split
 
@@ -155,16 +155,42 @@ class AutoDeltaMethod(AutoNormalMethod):
 @dataclass(frozen=True)
 class MAPA(Method):
     """The empiricalized model with :class:`~pyro_mapa.MAPAGuide` and
-    :class:`~pyro_mapa.MAPA_ELBO` of ``K`` neighbours and ``S`` samples."""
+    :class:`~pyro_mapa.MAPA_ELBO` of ``K`` neighbours and ``S`` samples.
+
+    :param kernel: the cache's kernel: ``""``, the likelihood's default
+        (:meth:`~pyro_mapa.models.Likelihood.cache_kernel`); ``"p<perplexity>"``, the same distance
+        with ``T`` calibrated to that median perplexity (:meth:`~pyro_mapa.Kernel.auto`);
+        ``"eps<eps>"``, the Bernoulli kernel of that flip probability. Named after an ``@``:
+        ``"mapa-1-10@p10"``.
+    """
 
     num_neighbors: int
     num_samples: int
+    kernel: str = ""
     kind = "mapa"
     empirical = True
 
+    def __post_init__(self):
+        if self.kernel:
+            self.cache_kernel(None)  # a bad spec is named at once, before any data
+
     @property
     def label(self) -> str:
-        return f"mapa-{self.num_neighbors}-{self.num_samples}"
+        return f"mapa-{self.num_neighbors}-{self.num_samples}" + (f"@{self.kernel}" if self.kernel else "")
+
+    def cache_kernel(self, likelihood: Likelihood | None) -> Kernel:
+        """The cache's kernel for data of ``likelihood`` (see the class docstring)."""
+        spec = self.kernel
+        try:
+            if spec.startswith("p"):
+                return Kernel.auto("bernoulli" if likelihood is not None and likelihood.binary else "gaussian", float(spec[1:]))
+            if spec.startswith("eps"):
+                return Kernel.bernoulli(float(spec[3:]))
+        except ValueError as e:
+            raise ValueError(f"{self.kind}: bad kernel {spec!r}: {e}") from e
+        if spec:
+            raise ValueError(f"{self.kind}: unknown kernel {spec!r}: use p<perplexity> (e.g. p10) or eps<flip probability>")
+        return likelihood.cache_kernel()
 
     def num_cached(self, num_points: int) -> int:
         """``K_c`` of the cache: 64, or ``K`` if more."""
@@ -176,9 +202,8 @@ class MAPA(Method):
     def setup(self, split, decoder, init_codes):
         num_points = len(split.train)
         model = empirical_model(decoder, split.likelihood, num_points, split.latent_dim, init_codes)
-        posterior = MAPAPosterior.fit(
-            split.train, kernel=split.likelihood.cache_kernel(), num_cached=self.num_cached(num_points), progress=False
-        )
+        kernel = self.cache_kernel(split.likelihood)
+        posterior = MAPAPosterior.fit(split.train, kernel=kernel, num_cached=self.num_cached(num_points), progress=False)
         guide = MAPAGuide(model, posterior, create_plates=_create_plates(num_points))
         # a minibatch is enough (the guide holds no per-point parameters), and a trace of all N points
         # would draw the model's i ~ Categorical(N) for each: N^2 work at N = 50,000
@@ -202,7 +227,7 @@ class Exact(MAPA):
 
     @property
     def label(self) -> str:
-        return "exact"
+        return "exact" + (f"@{self.kernel}" if self.kernel else "")
 
     def num_cached(self, num_points: int) -> int:
         return min(num_points, 64)
@@ -224,15 +249,24 @@ METHODS: dict[str, tuple[type[Method], int]] = {
 
 def parse_method(name: str) -> Method:
     """The method named ``"vae"``, ``"iwae-S"``, ``"autonormal"``, ``"autodelta"``,
-    ``"mapa-K-S"`` or ``"exact"``.
+    ``"mapa-K-S"`` or ``"exact"``; MAPA's may name its cache's kernel after an ``@``
+    (:class:`MAPA`).
 
     >>> parse_method("mapa-5-10")
-    MAPA(num_neighbors=5, num_samples=10)
+    MAPA(num_neighbors=5, num_samples=10, kernel='')
+    >>> parse_method("mapa-1-10@p10").label
+    'mapa-1-10@p10'
     """
-    kind, *numbers = name.split("-")
+    base, _, kernel = name.partition("@")
+    kind, *numbers = base.split("-")
     if kind not in METHODS or len(numbers) != METHODS[kind][1] or not all(n.isdigit() for n in numbers):
         raise ValueError(f"unknown method {name!r}: use vae, iwae-S, autonormal, autodelta, mapa-K-S or exact")
-    return METHODS[kind][0](*(int(n) for n in numbers))
+    method_class, numbers = METHODS[kind][0], [int(n) for n in numbers]
+    if not kernel:
+        return method_class(*numbers)
+    if not issubclass(method_class, MAPA):
+        raise ValueError(f"method {name!r}: only mapa-K-S and exact take a cache kernel after '@'")
+    return method_class(*numbers, kernel=kernel)
 
 
 def build_method(method: str | Method, split: Split, decoder: torch.nn.Module, code_init: str = "pca") -> TrainingSetup:

@@ -170,7 +170,7 @@ class ImportanceWeightedELBO(ELBO):
     :param num_fixed: leading particles that are fixed rather than drawn.
 
     Subclasses may say how the guide produces its particles (:meth:`_particle_guide`)
-    and which guide sites they accept (:meth:`_check_guide_site`).
+    and which guide sites they accept (:meth:`_check_guide_site`, :meth:`_check_guide_sites`).
     """
 
     def __init__(
@@ -192,6 +192,9 @@ class ImportanceWeightedELBO(ELBO):
                 f"({type(site['fn']).__name__}) has no rsample"
             )
 
+    def _check_guide_sites(self, sites: list[dict]) -> None:
+        """Raise if the guide's latent sites, together, cannot give this bound's particles."""
+
     def _particle_dim(self) -> int:
         return -(self.max_plate_nesting + 1)
 
@@ -208,9 +211,10 @@ class ImportanceWeightedELBO(ELBO):
             args,
             kwargs,
         )
-        for site in guide_trace.nodes.values():
-            if site["type"] == "sample" and not site["is_observed"]:
-                self._check_guide_site(site)
+        latent = [site for site in guide_trace.nodes.values() if site["type"] == "sample" and not site["is_observed"]]
+        for site in latent:
+            self._check_guide_site(site)
+        self._check_guide_sites(latent)
         return model_trace, guide_trace
 
     def importance_weights(self, model: Callable, guide: Callable, *args, **kwargs) -> ImportanceWeights:

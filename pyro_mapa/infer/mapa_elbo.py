@@ -119,3 +119,11 @@ class MAPA_ELBO(ImportanceWeightedELBO):
                 "pyro_mapa.IndexProposal(q, defensive) there instead (what MAPAGuide does)"
             )
         super()._check_guide_site(site)
+
+    def _check_guide_sites(self, sites: list[dict]) -> None:
+        if not any(isinstance(site["fn"], IndexParticles) for site in sites):
+            raise ValueError(
+                f"MAPA_ELBO needs a guide with a MAPA index site (MAPAGuide, or a site sampling IndexProposal); "
+                f"the guide's latent sites {[site['name'] for site in sites]} are drawn i.i.d., and without the "
+                "index particles the loss would not be a bound: use IWAE_ELBO for such a guide"
+            )

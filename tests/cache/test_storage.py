@@ -150,3 +150,25 @@ def test_other_data_is_named_before_a_missing_custom_distance(tmp_path, float64)
                       num_cached=4).save(tmp_path / "c.pt")
     with pytest.raises(ValueError, match="built from other data"):
         MAPAPosterior.load(tmp_path / "c.pt", data + 1.0)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda t: t["index"].__setitem__((0, 1), 999), r"indices outside \[0, 50\)"),
+        (lambda t: t["log_prob"].__setitem__((3, 0), 5.0), "do not sum to 1"),
+        (lambda t: t.__setitem__("log_tail", t["log_tail"][:-1]), "table shapes"),
+    ],
+)
+def test_a_crafted_file_with_a_recomputed_checksum_is_refused(tmp_path, fitted, edit, message):
+    """Issue 12: tables edited and their checksum recomputed loaded, and sample() returned index 999."""
+    from pyro_mapa.cache.storage import _tensor_digest
+
+    data, posterior = fitted
+    posterior.save(tmp_path / "c.pt")
+    payload = torch.load(tmp_path / "c.pt", weights_only=True)
+    edit(payload["tensors"])
+    payload["checksum"] = _tensor_digest(payload["tensors"], payload["fingerprint"])
+    torch.save(payload, tmp_path / "c.pt")
+    with pytest.raises(ValueError, match=message):
+        MAPAPosterior.load(tmp_path / "c.pt", data)

@@ -278,3 +278,18 @@ def test_a_bernoulli_split_refuses_grey_data(tmp_path):
     np.save(tmp_path / "grey.npy", np.full((20, 3), 0.5))
     with pytest.raises(ValueError, match="needs binary data"):
         split_array(tmp_path / "grey.npy", BernoulliLikelihood())
+
+
+def test_mapa_names_its_cache_kernel(split):
+    """mapa-K-S@p5: the cache's T is calibrated to a median perplexity of 5 on the training points."""
+    from pyro_mapa.cache.calibration import median_perplexity
+
+    method = parse_method("mapa-2-3@p5")
+    assert method.label == "mapa-2-3@p5" and parse_method("exact@eps0.2").label == "exact@eps0.2"
+    setup = build_method(method, split, make_decoder(1, 2))
+    kernel = setup.guide.posterior.kernel
+    assert median_perplexity(kernel.log_weights(split.train, split.train)) == pytest.approx(5.0, rel=1e-3)
+    with pytest.raises(ValueError, match="only mapa-K-S and exact take a cache kernel"):
+        parse_method("vae@p5")
+    with pytest.raises(ValueError, match="unknown kernel 'q5'"):
+        parse_method("mapa-1-1@q5")

@@ -232,3 +232,18 @@ def test_a_guide_that_samples_the_bare_cache_distribution_is_told_what_to_use():
             pyro.sample("i", IndexProposal(posterior.index_distribution(torch.arange(problem.N))))
 
     assert math.isfinite(MAPA_ELBO(num_neighbors=2, num_samples=2).loss(problem.model, wrapped, problem.data))
+
+
+def test_a_guide_without_a_mapa_index_site_is_refused():
+    """AutoNormal on a VAE model: without the index particles MAPA_ELBO would compute
+    IWAE_ELBO(K + S) minus log(K + S) per point, which is not a bound."""
+    from pyro.infer.autoguide import AutoNormal
+
+    def vae(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(torch.zeros(1), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(torch.cat([z, z], -1), 1.0).to_event(1), obs=x)
+
+    x = torch.randn(8, 2)
+    with pytest.raises(ValueError, match="needs a guide with a MAPA index site.*IWAE_ELBO"):
+        MAPA_ELBO(num_neighbors=1, num_samples=2).loss(vae, AutoNormal(vae), x)

@@ -217,3 +217,33 @@ def test_empirical_log_likelihood_names_a_bad_sigma():
 
     with pytest.raises(ValueError, match="sigma must be a finite number > 0"):
         empirical_log_likelihood(torch.nn.Linear(1, 2), torch.zeros(3, 1), torch.zeros(2, 2), -0.5)
+
+
+def test_guide_and_model_on_other_datapoints_are_refused():
+    """Issue 12: create_plates drawing its own subsample while the model takes idx: the guide
+    proposed for other points and the loss was 209-262 against a correct 100.5."""
+    problem = Empirical()
+    posterior = MAPAPosterior.fit(problem.data, scale=problem.sigma, num_cached=5)
+    guide = MAPAGuide(problem.model, posterior,
+                      create_plates=lambda x, idx=None: pyro.plate("data", problem.N, subsample_size=len(x)))
+    idx = torch.tensor([0, 1, 2, 3])
+    with pytest.raises(ValueError, match="subsamples other datapoints in the guide than in the model"):
+        MAPA_ELBO(num_neighbors=2, num_samples=2).loss(problem.model, guide, problem.data[idx], idx)
+
+
+def test_a_non_finite_bound_leaves_the_parameters_alone():
+    """Issue 12: a decoder returning inf made every decoder weight NaN after one step."""
+    problem = Empirical()
+    posterior = MAPAPosterior.fit(problem.data, scale=problem.sigma, num_cached=5)
+    guide = MAPAGuide(problem.model, posterior, create_plates=problem.create_plates)
+    idx = torch.arange(problem.N)
+    svi = SVI(problem.model, guide, Adam({"lr": 0.1}), loss=MAPA_ELBO(num_neighbors=2, num_samples=2))
+    svi.step(problem.data, idx)
+    before = {name: value.detach().clone() for name, value in pyro.get_param_store().named_parameters()}
+    with torch.no_grad():
+        problem.net[2].bias[0] = math.inf  # the decoder now returns inf: log-densities of -inf
+    with pytest.raises(ValueError, match="the bound is inf.*left as they were"):
+        svi.step(problem.data, idx)
+    for name, value in pyro.get_param_store().named_parameters():
+        if name != "decoder$$$2.bias":
+            assert torch.equal(value.detach(), before[name]), name

@@ -26,7 +26,9 @@ import torch
 from pyro.infer.elbo import ELBO
 from pyro.infer.enum import get_importance_trace
 from pyro.infer.util import is_validation_enabled
+from pyro.poutine.messenger import Messenger
 from pyro.poutine.trace_struct import Trace
+from pyro.poutine.util import site_is_subsample
 from pyro.util import warn_if_nan
 
 __all__ = ["PARTICLE_PLATE", "ImportanceWeights", "ImportanceWeightedELBO", "importance_weights"]
@@ -60,6 +62,35 @@ class ImportanceWeights(NamedTuple):
     def bound(self) -> torch.Tensor:
         """The scaled bound ``sum_n s_n * per_datapoint_n + global``."""
         return (self.scale * self.per_datapoint()).sum() + self.global_log_prob
+
+
+class _SubsampleRecorder(Messenger):
+    """Records the indices each subsampled plate asks for or draws (``get_importance_trace``
+    prunes the subsample sites, and replays the guide's indices into the model)."""
+
+    def __init__(self):
+        super().__init__()
+        self.indices = {}
+
+    def _process_message(self, msg) -> None:
+        if site_is_subsample(msg) and msg["value"] is not None:  # given by the program, before any replay
+            self.indices[msg["name"]] = msg["value"]
+
+    def _postprocess_message(self, msg) -> None:
+        if site_is_subsample(msg):
+            self.indices.setdefault(msg["name"], msg["value"])
+
+
+def _check_same_datapoints(model: dict[str, torch.Tensor], guide: dict[str, torch.Tensor]) -> None:
+    """The model's and the guide's subsampled plates hold the same datapoints (a guide that
+    proposes for other points than the model scores gives no bound of anything)."""
+    for name in model.keys() & guide.keys():
+        if model[name].shape != guide[name].shape or not torch.equal(model[name], guide[name]):
+            raise ValueError(
+                f"plate '{name}' subsamples other datapoints in the guide than in the model (guide "
+                f"{guide[name][:5].tolist()}..., model {model[name][:5].tolist()}...): give the guide's "
+                "create_plates the model's subsample (e.g. pyro.plate(name, N, subsample=idx))"
+            )
 
 
 def _vectorized_frames(site: dict) -> frozenset:
@@ -203,15 +234,21 @@ class ImportanceWeightedELBO(ELBO):
         if self.max_plate_nesting == float("inf"):
             self._guess_max_plate_nesting(model, guide, args, kwargs)
         particles = pyro.plate(PARTICLE_PLATE, self.num_particles, dim=self._particle_dim())
+        model_plates, guide_plates = _SubsampleRecorder(), _SubsampleRecorder()  # Pyro prunes subsample sites
         model_trace, guide_trace = get_importance_trace(
             "flat",
             self.max_plate_nesting + 1,
-            particles(model),
-            self._particle_guide(particles(guide), self._particle_dim()),
+            model_plates(particles(model)),
+            guide_plates(self._particle_guide(particles(guide), self._particle_dim())),
             args,
             kwargs,
         )
-        latent = [site for site in guide_trace.nodes.values() if site["type"] == "sample" and not site["is_observed"]]
+        _check_same_datapoints(model_plates.indices, guide_plates.indices)
+        latent = [
+            site
+            for site in guide_trace.nodes.values()
+            if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)
+        ]
         for site in latent:
             self._check_guide_site(site)
         self._check_guide_sites(latent)
@@ -238,8 +275,17 @@ class ImportanceWeightedELBO(ELBO):
             return float(self.differentiable_loss(model, guide, *args, **kwargs))
 
     def loss_and_grads(self, model: Callable, guide: Callable, *args, **kwargs) -> float:
-        """The negative bound; its gradients are accumulated into the parameters."""
+        """The negative bound; its gradients are accumulated into the parameters.
+
+        :raises ValueError: if the bound is NaN or infinite, before any gradient reaches the
+            parameters (a backward pass from it would make them NaN).
+        """
         loss = self.differentiable_loss(model, guide, *args, **kwargs)
+        if not torch.isfinite(loss):
+            raise ValueError(
+                f"the bound is {float(loss.detach())}: a site's log-density is NaN or infinite (a decoder that "
+                "returns inf or NaN, or data outside a likelihood's support); the parameters were left as they were"
+            )
         if loss.requires_grad:
             loss.backward(retain_graph=self.retain_graph)
         return float(loss.detach())

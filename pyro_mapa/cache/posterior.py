@@ -9,7 +9,9 @@ load refuses any other data (:mod:`pyro_mapa.cache.storage`).
 
 from __future__ import annotations
 
+import math
 import os
+import warnings
 from typing import Callable
 
 import torch
@@ -98,6 +100,7 @@ class MAPAPosterior:
             )
         kernel = kernel.calibrated(data)
         table = exact_neighbors(data, data, kernel, num_cached, max_block_entries=max_block_entries, progress=progress)
+        _warn_unless_nearest_to_itself(table, kernel)
         return cls(data, kernel, table, fingerprint(data, cls._settings(kernel, num_cached)))
 
     @staticmethod
@@ -198,6 +201,21 @@ class MAPAPosterior:
         # an older format named its settings otherwise: re-fingerprint so that a save writes today's
         data_fingerprint = payload["fingerprint"] if current == settings else fingerprint(data, current)
         return cls(data, kernel, table, data_fingerprint)
+
+
+def _warn_unless_nearest_to_itself(table: NeighborTable, kernel: Kernel) -> None:
+    """Warn when points are not their own most probable index: ``q(n | x_n)`` below the row's
+    top (beyond rounding), or ``n`` not cached at all. A distance must be smallest at
+    ``d(x, x)``; otherwise every point's top neighbour is, say, its farthest."""
+    own = torch.arange(len(table.index), device=table.index.device).unsqueeze(1)
+    own_log_prob = torch.where(table.index == own, table.log_prob, -math.inf).max(1).values
+    worse = own_log_prob < table.log_prob[:, 0] - 1e-4 * table.log_prob[:, 0].abs().clamp_min(1.0)
+    if worse.any():
+        warnings.warn(
+            f"{int(worse.sum())} of {len(worse)} points are not their own most probable index under the kernel "
+            f"{kernel.name!r} (the first: point {int(worse.nonzero()[0])}): is its distance smallest at d(x, x)?",
+            stacklevel=3,
+        )
 
 
 def _checked_table(table: NeighborTable, num_points: int, path) -> NeighborTable:

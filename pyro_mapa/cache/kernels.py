@@ -40,6 +40,8 @@ Distance = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 DEFAULT_FLIP_PROB = 0.1
 #: Points (drawn without replacement, seed 0) that :meth:`Kernel.auto` calibrates on.
 AUTO_MAX_POINTS = 512
+#: Points whose distances identify a custom kernel's distance in a saved cache.
+PROBE_POINTS = 8
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -233,6 +235,11 @@ class Kernel:
         """Settings that identify the kernel (stored in and checked by saved caches)."""
         return {"name": self.name, "temperature": self._calibrated_temperature()}
 
+    def data_settings(self, data: torch.Tensor) -> dict:
+        """Settings that identify what the kernel computes on ``data`` beyond :meth:`describe`
+        (none for the built-in kernels, whose distance its name fixes)."""
+        return {}
+
     def _calibrated_temperature(self) -> float:
         if self.temperature is None:
             raise ValueError("this kernel's temperature is calibrated on data: call kernel.calibrated(data) first")
@@ -309,3 +316,14 @@ class CustomKernel(Kernel):
 
     def distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return self.user_distance(a, b)
+
+    def describe(self) -> dict:
+        """``"custom"`` and ``T``: a user distance is identified by what it computes
+        (:meth:`data_settings`), not by its name."""
+        return {"name": "custom", "temperature": self._calibrated_temperature()}
+
+    def data_settings(self, data: torch.Tensor) -> dict:
+        """The distances among the first (up to) 8 points, ``distance_probe``: what the
+        distance computes, so that a cache loaded with another distance is refused."""
+        probe = data[:PROBE_POINTS]
+        return {"distance_probe": self.distance(probe, probe).detach().double().cpu().flatten().tolist()}

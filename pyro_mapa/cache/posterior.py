@@ -18,7 +18,7 @@ import torch
 
 from .._checks import as_data_tensor, check_num_neighbors
 from .index import MAPAIndex
-from .kernels import Kernel
+from .kernels import PROBE_POINTS, CustomKernel, Kernel
 from .neighbors import DEFAULT_BLOCK_ENTRIES, NeighborTable, exact_neighbors
 from .storage import fingerprint, read_cache_file, write_cache_file
 
@@ -101,11 +101,11 @@ class MAPAPosterior:
         kernel = kernel.calibrated(data)
         table = exact_neighbors(data, data, kernel, num_cached, max_block_entries=max_block_entries, progress=progress)
         _warn_unless_nearest_to_itself(table, kernel)
-        return cls(data, kernel, table, fingerprint(data, cls._settings(kernel, num_cached)))
+        return cls(data, kernel, table, fingerprint(data, cls._settings(kernel, num_cached, data)))
 
     @staticmethod
-    def _settings(kernel: Kernel, num_cached: int) -> dict:
-        return {**kernel.describe(), "num_cached": num_cached}
+    def _settings(kernel: Kernel, num_cached: int, data: torch.Tensor) -> dict:
+        return {**kernel.describe(), **kernel.data_settings(data), "num_cached": num_cached}
 
     # -- properties ---------------------------------------------------------------
 
@@ -164,7 +164,7 @@ class MAPAPosterior:
     def save(self, path: str | os.PathLike) -> None:
         """Write the cache (not the data) to ``path``, atomically: an existing file is
         replaced only once the new one is completely written."""
-        settings = self._settings(self.kernel, self.num_cached)
+        settings = self._settings(self.kernel, self.num_cached, self.data)
         write_cache_file(path, self.table._asdict(), settings, self.fingerprint, self.num_points)
 
     @classmethod
@@ -190,14 +190,22 @@ class MAPAPosterior:
                 f"{path} was built from other data or settings (N={payload['num_points']}, kernel {name!r}); "
                 f"the data given has shape {tuple(data.shape)}. Refit with MAPAPosterior.fit for this data."
             )
-        if name.startswith("custom:") and distance is None:
-            raise ValueError(f"{path} was built with a custom distance ({name[7:]}); pass it as distance=")
+        custom = Kernel.class_of(settings) is CustomKernel
+        if custom and distance is None:
+            raise ValueError(f"{path} was built with a custom distance; pass it as distance=")
         kernel = Kernel.from_settings(settings, distance)
-        if kernel.name != name:
+        current = cls._settings(kernel, payload["tensors"]["index"].shape[-1], data)
+        if "distance_probe" in settings:
+            stored, given = (torch.tensor(x["distance_probe"], dtype=torch.float64) for x in (settings, current))
+            if stored.shape != given.shape or not torch.allclose(stored, given, rtol=1e-5, atol=1e-8):
+                raise ValueError(
+                    f"{path} was built with a distance that computes other values than the distance given "
+                    f"({kernel.name[7:]}), on the first {PROBE_POINTS} points; pass the distance the cache was built with"
+                )
+        elif custom and kernel.name != name:  # format 1 knew a custom distance by its name only
             raise ValueError(f"{path} was built with the distance {name[7:]}, not {kernel.name[7:]}")
         table = _checked_table(NeighborTable(**payload["tensors"]), payload["num_points"], path)
         table = table.to(data.device, data.dtype)
-        current = cls._settings(kernel, table.index.shape[1])
         # an older format named its settings otherwise: re-fingerprint so that a save writes today's
         data_fingerprint = payload["fingerprint"] if current == settings else fingerprint(data, current)
         return cls(data, kernel, table, data_fingerprint)

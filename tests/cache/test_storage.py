@@ -48,7 +48,7 @@ def test_custom_distance_round_trip(tmp_path, float64):
     def l2(a, b):
         return torch.cdist(a, b)
 
-    with pytest.raises(ValueError, match="was built with the distance .*l1, not .*l2"):
+    with pytest.raises(ValueError, match="computes other values than the distance given"):
         MAPAPosterior.load(tmp_path / "c.pt", data, distance=l2)
 
 
@@ -172,3 +172,17 @@ def test_a_crafted_file_with_a_recomputed_checksum_is_refused(tmp_path, fitted, 
     torch.save(payload, tmp_path / "c.pt")
     with pytest.raises(ValueError, match=message):
         MAPAPosterior.load(tmp_path / "c.pt", data)
+
+
+def test_a_custom_distance_is_known_by_what_it_computes(tmp_path, float64):
+    """Issue 12: two lambdas share the name '<lambda>'; the cache of one loaded with the other."""
+    data = torch.randn(30, 2)
+    MAPAPosterior.fit(data, likelihood="custom", distance=lambda a, b: torch.cdist(a, b, p=1), temperature=0.2,
+                      num_cached=4).save(tmp_path / "c.pt")
+    with pytest.raises(ValueError, match="computes other values"):
+        MAPAPosterior.load(tmp_path / "c.pt", data, distance=lambda a, b: torch.cdist(a, b) ** 4)
+
+    def renamed_l1(a, b):  # the same values under another name: the same cache
+        return torch.cdist(a, b, p=1)
+
+    assert MAPAPosterior.load(tmp_path / "c.pt", data, distance=renamed_l1).num_cached == 4

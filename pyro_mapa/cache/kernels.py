@@ -212,6 +212,15 @@ class Kernel:
         """Per-column constants of the fused search (:meth:`shifted_log_weights`), or ``None``."""
         return None
 
+    def cancels(self, queries: torch.Tensor, data: torch.Tensor) -> bool:
+        """Whether the search's values may have lost precision that :meth:`candidate_log_weights`
+        recovers for the cached candidates (no by default: the values are the kernel's own)."""
+        return False
+
+    def candidate_log_weights(self, queries: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """``-d(a_i, c_ik) / T`` for each query ``a_i`` and its candidates ``c_ik`` (``(rows, K_c, D)``)."""
+        raise NotImplementedError
+
     def shifted_log_weights(
         self, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, column_shift: torch.Tensor | None
     ) -> torch.Tensor:
@@ -279,11 +288,19 @@ class GaussianKernel(_SquaredEuclidean):
         """Both sets moved to the data's mean when the cancellation in ``|a|^2 + |b|^2 - 2 a.b``
         (about ``2 eps |x|^2 / T`` in the log-weights) could matter; squared distances do not
         change under a common translation."""
-        largest = max(torch.linalg.vector_norm(t, dim=1).max().item() for t in (queries, data)) ** 2
-        if largest * torch.finfo(data.dtype).eps / self._calibrated_temperature() < 1e-5:
+        if not self.cancels(queries, data):
             return queries, data
         center = data.mean(0)
         return queries - center, data - center
+
+    def cancels(self, queries: torch.Tensor, data: torch.Tensor) -> bool:
+        """Whether ``eps |x|^2 / T`` reaches ``1e-5`` nats (float32 data far out or a small ``T``)."""
+        largest = max(torch.linalg.vector_norm(t, dim=1).max().item() for t in (queries, data)) ** 2
+        return largest * torch.finfo(data.dtype).eps / self._calibrated_temperature() >= 1e-5
+
+    def candidate_log_weights(self, queries: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """``-||a_i - c_ik||^2 / T`` by differences: no cancellation."""
+        return (queries.unsqueeze(1) - candidates).pow(2).sum(-1) / -self._calibrated_temperature()
 
 
 @dataclass(frozen=True, kw_only=True)

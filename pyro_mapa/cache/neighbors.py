@@ -6,7 +6,10 @@ and ``log`` of the tail mass ``sum`` of ``q`` over the other ``N - K_c`` indices
 Queries are processed in row blocks of at most ``max_block_entries`` kernel
 entries, so no ``N x N`` matrix is ever held: peak memory is
 ``O(N * K_c + max_block_entries)``. Tail terms smaller than ``e * tiny`` (``tiny``: the
-dtype's smallest normal number) relative to a row's largest weight count as that.
+dtype's smallest normal number) relative to a row's largest weight count as that. Where
+the fused product loses digits to cancellation (float32 data, a small ``T``), the cached
+candidates' log-weights are recomputed exactly, by differences, once the search has found
+them (:meth:`~pyro_mapa.cache.Kernel.cancels`).
 """
 
 from __future__ import annotations
@@ -93,6 +96,7 @@ def exact_neighbors(
     """
     num_queries, num_points = queries.shape[0], data.shape[0]
     queries, data = kernel.prepared(queries, data)
+    refine = kernel.cancels(queries, data)  # even after moving to the mean
     rows_per_block = max(1, min(num_queries, max_block_entries // num_points))
     index = torch.empty(num_queries, num_cached, dtype=torch.long, device=data.device)
     log_prob = torch.empty(num_queries, num_cached, dtype=data.dtype, device=data.device)
@@ -113,9 +117,15 @@ def exact_neighbors(
         # are raised to it: exp's subnormal path is ten times slower, and they change
         # the tail mass by at most 3 N tiny relative to the largest weight.
         weights = logits.sub_(row_max).clamp_(min=log_floor).exp_().scatter_(1, top.indices, 0.0)
-        tail = weights.sum(1).log_() + row_max[:, 0]
-        log_norm = torch.logaddexp(top.values.logsumexp(1), tail)
-        index[start:stop] = top.indices
-        log_prob[start:stop] = top.values - log_norm.unsqueeze(1)
+        tail = weights.sum(1).log_()  # relative to the row's largest weight
+        values, indices = top.values, top.indices
+        if refine:  # the candidates' exact values (the search found them; their log-weights lost digits)
+            values = kernel.candidate_log_weights(queries[start:stop], data[indices])
+            values, order = values.sort(dim=1, descending=True)
+            indices = indices.gather(1, order)
+        tail = tail + values[:, 0]
+        log_norm = torch.logaddexp(values.logsumexp(1), tail)
+        index[start:stop] = indices
+        log_prob[start:stop] = values - log_norm.unsqueeze(1)
         log_tail[start:stop] = tail - log_norm
     return NeighborTable(index, log_prob, log_tail)

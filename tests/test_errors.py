@@ -254,3 +254,11 @@ def test_a_distance_not_smallest_at_itself_is_warned_about():
     with pytest.warns(UserWarning, match="20 of 20 points are not their own most probable index"):
         MAPAPosterior.fit(torch.randn(20, 2), likelihood="custom", distance=lambda a, b: -torch.cdist(a, b) ** 2,
                           temperature=1.0, num_cached=3)
+
+
+def test_values_whose_squared_distances_overflow_are_named():
+    """Issue 12: float32 data of size 1e30 gave an all-NaN cache."""
+    with pytest.raises(ValueError, match="squared distances between its points overflow torch.float32") as excinfo:
+        MAPAPosterior.fit(torch.randn(50, 2) * 1e30, scale=1e29, num_cached=3)
+    assert raised_by_us(excinfo)
+    assert MAPAPosterior.fit(torch.randn(50, 2, dtype=torch.float64) * 1e30, scale=1e29, num_cached=3).num_cached == 3

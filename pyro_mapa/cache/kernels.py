@@ -197,6 +197,10 @@ class Kernel:
         """``data`` as an ``N x D`` floating tensor of finite values this kernel accepts."""
         return as_data_tensor(data, name, binary=self.binary)
 
+    def check_range(self, data: torch.Tensor, name: str = "data") -> torch.Tensor:
+        """``data`` if the kernel's arithmetic holds on its values (any, by default)."""
+        return data
+
     def calibrated(self, data: torch.Tensor) -> "Kernel":
         """This kernel with ``T`` fitted to ``data`` if it has none (:meth:`auto`)."""
         if self.temperature is not None:
@@ -265,6 +269,16 @@ def _check_distance(distance) -> Distance:
 class _SquaredEuclidean(Kernel):
     """Kernels whose distance is ``|a|^2 + |b|^2 - 2 a.b``: the search drops ``c_i = |a_i|^2 / T``
     and is left with one fused matrix product, ``(2 a.b - |b|^2) / T``, written in place."""
+
+    def check_range(self, data: torch.Tensor, name: str = "data") -> torch.Tensor:
+        """Refuse values whose squared distances overflow the dtype."""
+        largest = max(abs(float(data.max())), abs(float(data.min())))
+        if 4 * largest**2 * data.shape[1] >= torch.finfo(data.dtype).max:
+            raise ValueError(
+                f"{name} holds values up to {largest:.3g}: squared distances between its points overflow "
+                f"{data.dtype}; rescale the data (and sigma with it) or use float64"
+            )
+        return data
 
     def column_shift(self, b: torch.Tensor) -> torch.Tensor:
         """``-|b_j|^2 / T``, computed once per data set."""

@@ -98,6 +98,7 @@ class MAPAPosterior:
                 likelihood or "normal", scale=scale, bandwidth=bandwidth, distance=distance,
                 temperature=temperature, perplexity=10.0 if perplexity is None else perplexity,
             )
+        data = kernel.check_range(data)
         kernel = kernel.calibrated(data)
         table = exact_neighbors(data, data, kernel, num_cached, max_block_entries=max_block_entries, progress=progress)
         _warn_unless_nearest_to_itself(table, kernel)
@@ -150,7 +151,7 @@ class MAPAPosterior:
         x_new = self.kernel.check_data(x_new, "x_new")
         if x_new.shape[1] != self.data.shape[1]:
             raise ValueError(f"x_new has {x_new.shape[1]} features but the training data has {self.data.shape[1]}")
-        x_new = x_new.to(device=self.data.device, dtype=self.data.dtype)
+        x_new = self.kernel.check_range(x_new.to(device=self.data.device, dtype=self.data.dtype), "x_new")
         return exact_neighbors(x_new, self.data, self.kernel, self.num_cached, progress=progress)
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "MAPAPosterior":

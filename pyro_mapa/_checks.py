@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import operator
 
+import numpy as np
 import torch
 
 from ._tensors import row_chunks
@@ -33,13 +34,23 @@ def as_data_tensor(data, name: str = "data", binary: bool = False) -> torch.Tens
     """Return ``data`` as a 2-D floating tensor of finite values (``N x D``).
 
     Integer data is accepted only when ``binary`` is true (it is then cast to the
-    default floating dtype); for a Gaussian likelihood it would be a silent misuse.
+    default floating dtype); for a Gaussian likelihood it would be a silent misuse. Data
+    that requires grad is detached: a cache is a constant of the data.
     """
+    if isinstance(data, np.ndarray):
+        data = np.ascontiguousarray(data)  # torch cannot view negative strides (np.flip)
     if not isinstance(data, torch.Tensor):
         try:
             data = torch.as_tensor(data)
         except (TypeError, ValueError, RuntimeError) as e:
             raise TypeError(f"{name} must be a tensor or array of numbers, got {type(data).__name__}") from e
+    if data.layout != torch.strided:
+        raise ValueError(f"{name} is a sparse tensor ({data.layout}); pass data.to_dense()")
+    if data.device.type == "meta":
+        raise ValueError(f"{name} is on the meta device and holds no values; pass real data")
+    if data.is_complex():
+        raise ValueError(f"{name} has complex dtype {data.dtype}; it needs real floating-point values")
+    data = data.detach()
     if data.dim() != 2:
         raise ValueError(
             f"{name} must be 2-D (N points x D features), got shape {tuple(data.shape)}; "

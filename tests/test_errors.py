@@ -262,3 +262,89 @@ def test_values_whose_squared_distances_overflow_are_named():
         MAPAPosterior.fit(torch.randn(50, 2) * 1e30, scale=1e29, num_cached=3)
     assert raised_by_us(excinfo)
     assert MAPAPosterior.fit(torch.randn(50, 2, dtype=torch.float64) * 1e30, scale=1e29, num_cached=3).num_cached == 3
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (torch.randn(10, 2, dtype=torch.complex64), "complex dtype"),
+        (torch.empty(10, 2, device="meta"), "meta device"),
+        (torch.eye(10, 2).to_sparse(), "sparse tensor"),
+    ],
+)
+def test_unusual_tensors_are_named(data, message):
+    with pytest.raises(ValueError, match=message) as excinfo:
+        MAPAPosterior.fit(data, scale=0.5, num_cached=3)
+    assert raised_by_us(excinfo)
+
+
+def test_data_that_requires_grad_and_flipped_numpy_arrays_are_fine():
+    import numpy as np
+
+    x = torch.randn(12, 2)
+    reference = MAPAPosterior.fit(x, scale=0.5, num_cached=3)
+    from_parameter = MAPAPosterior.fit(torch.nn.Parameter(x.clone()), scale=0.5, num_cached=3)
+    assert torch.equal(from_parameter.table.index, reference.table.index)
+    assert not from_parameter.query(torch.nn.Parameter(x[:2].clone())).log_prob.requires_grad
+    flipped = MAPAPosterior.fit(np.flip(x.numpy(), 0), scale=0.5, num_cached=3)
+    assert torch.equal(flipped.data, x.flip(0))
+
+
+def test_a_temperature_too_small_for_float32_is_named():
+    with pytest.raises(ValueError, match="too small for torch.float32"):
+        MAPAPosterior.fit(torch.randn(10, 2) * 1e-20, scale=1e-20, num_cached=3)
+
+
+def test_a_distance_returning_numpy_works():
+    posterior = MAPAPosterior.fit(torch.randn(10, 2), likelihood="custom", temperature=1.0, num_cached=3,
+                                  distance=lambda a, b: torch.cdist(a, b).numpy())
+    assert posterior.num_cached == 3
+
+
+def test_saving_to_a_long_file_name(tmp_path):
+    posterior = MAPAPosterior.fit(torch.randn(10, 2), scale=0.5, num_cached=3)
+    path = tmp_path / ("c" * 245 + ".pt")  # a valid name of 248 characters
+    posterior.save(path)
+    assert MAPAPosterior.load(path, posterior.data).num_cached == 3
+
+
+def test_an_index_site_in_a_second_plate_is_named():
+    problem = Empirical()
+
+    def model(x, idx=None):
+        codes = pyro.param("codes", lambda: problem.init_codes.clone())
+        with pyro.plate("data", problem.N, subsample=idx), pyro.plate("rep", 3, dim=-2):
+            i = pyro.sample("i", dist.Categorical(logits=torch.zeros(problem.N)))
+            pyro.sample("x", dist.Normal(problem.net(codes[i]), problem.sigma).to_event(1), obs=x)
+
+    guide = MAPAGuide(model, MAPAPosterior.fit(problem.data, scale=problem.sigma, num_cached=5))
+    with pytest.raises(ValueError, match=r"sits in plates \['rep'\] besides the data plate 'data'"):
+        guide(problem.data)
+
+
+def test_evaluation_helpers_name_their_problems():
+    from pyro_mapa.evaluation import importance_diagnostics, posterior_distance
+
+    problem = Empirical()
+    posterior = MAPAPosterior.fit(problem.data, scale=problem.sigma, num_cached=5)
+    with pytest.raises(ValueError, match="posteriors over different training sets"):
+        posterior_distance(posterior.table, torch.log_softmax(torch.randn(problem.N, 10), -1))
+    guide = MAPAGuide(problem.model, posterior)
+    with pytest.raises(ValueError, match="needs at least 2 sampled particles.*draws 0"):
+        importance_diagnostics(problem.model, guide, MAPA_ELBO(num_neighbors=2, num_samples=0), problem.data)
+
+
+@pytest.mark.parametrize("argv", [["--steps", "0"], ["--steps", "-5"], ["--num-train", "1"]])
+def test_the_demo_refuses_bad_counts_at_the_command_line(argv, capsys):
+    from pyro_mapa.experiments.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["demo", *argv, "--quiet"])
+    assert "must be at least" in capsys.readouterr().err
+
+
+def test_the_demo_runs_on_fewer_points_than_a_batch(tmp_path):
+    from pyro_mapa.experiments.demo import run_demo
+
+    result = run_demo(num_train=20, num_test=10, num_steps=3, out=tmp_path, progress=False)
+    assert math.isfinite(result.train_after)

@@ -191,7 +191,7 @@ class Kernel:
 
     def log_weights(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """``-d(a_i, b_j) / T`` for all pairs (``len(a) x len(b)``)."""
-        return self.distance(a, b).to(a.dtype) / -self._calibrated_temperature()
+        return torch.as_tensor(self.distance(a, b)).to(a.dtype) / -self._calibrated_temperature()
 
     def check_data(self, data, name: str = "data") -> torch.Tensor:
         """``data`` as an ``N x D`` floating tensor of finite values this kernel accepts."""
@@ -278,6 +278,11 @@ class _SquaredEuclidean(Kernel):
                 f"{name} holds values up to {largest:.3g}: squared distances between its points overflow "
                 f"{data.dtype}; rescale the data (and sigma with it) or use float64"
             )
+        if 2.0 / self._calibrated_temperature() >= torch.finfo(data.dtype).max:
+            raise ValueError(
+                f"the kernel's temperature T = {self.temperature:.3g} is too small for {data.dtype} (2 / T "
+                "overflows); rescale the data and sigma together, or use float64"
+            )
         return data
 
     def column_shift(self, b: torch.Tensor) -> torch.Tensor:
@@ -357,4 +362,4 @@ class CustomKernel(Kernel):
         """The distances among the first (up to) 8 points, ``distance_probe``: what the
         distance computes, so that a cache loaded with another distance is refused."""
         probe = data[:PROBE_POINTS]
-        return {"distance_probe": self.distance(probe, probe).detach().double().cpu().flatten().tolist()}
+        return {"distance_probe": torch.as_tensor(self.distance(probe, probe)).detach().double().cpu().flatten().tolist()}

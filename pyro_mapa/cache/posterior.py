@@ -98,8 +98,8 @@ class MAPAPosterior:
                 likelihood or "normal", scale=scale, bandwidth=bandwidth, distance=distance,
                 temperature=temperature, perplexity=10.0 if perplexity is None else perplexity,
             )
-        data = kernel.check_range(data)
         kernel = kernel.calibrated(data)
+        data = kernel.check_range(data)
         table = exact_neighbors(data, data, kernel, num_cached, max_block_entries=max_block_entries, progress=progress)
         _warn_unless_nearest_to_itself(table, kernel)
         return cls(data, kernel, table, fingerprint(data, cls._settings(kernel, num_cached, data)))

@@ -57,7 +57,7 @@ def write_cache_file(
         "tensors": tensors,
         "checksum": _tensor_digest(tensors, data_fingerprint),
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=".mapa-cache-", dir=path.parent)  # short: a long name stays valid
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(payload, f)

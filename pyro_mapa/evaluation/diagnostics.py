@@ -99,9 +99,12 @@ def importance_diagnostics(
     with torch.no_grad():
         weights = elbo.importance_weights(model, guide, *args, **kwargs)
     log_w = weights.log_weights[weights.num_fixed :]
+    if len(log_w) < 2:
+        raise ValueError(
+            f"importance_diagnostics needs at least 2 sampled particles per datapoint, the bound draws {len(log_w)} "
+            "(MAPA_ELBO: num_samples=S of a few hundred)"
+        )
     log_w = log_w.reshape(len(log_w), -1).T.double()  # (datapoints, draws)
-    if log_w.shape[1] < 2:
-        raise ValueError("importance_diagnostics needs at least 2 sampled particles per datapoint")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # psislw warns about the very k-hat we report
         _, k_hat = _arviz().psislw(log_w.cpu().numpy())
@@ -133,6 +136,11 @@ def posterior_distance(q: NeighborTable | torch.Tensor, log_p: torch.Tensor) -> 
         :meth:`~pyro_mapa.cache.NeighborTable.dense_log_prob`) or dense ``log q`` (``M x N``).
     :param log_p: dense normalised ``log p(i = m | x)`` (``M x N``).
     """
+    if isinstance(q, NeighborTable) and q.index.numel() and int(q.index.max()) >= log_p.shape[1]:
+        raise ValueError(
+            f"q holds indices up to {int(q.index.max())} but log_p covers {log_p.shape[1]} indices: "
+            "they are posteriors over different training sets"
+        )
     log_q = q if isinstance(q, torch.Tensor) else q.dense_log_prob(log_p.shape[1])
     log_q = log_q.to(log_p)
     if log_q.shape != log_p.shape:

@@ -18,15 +18,27 @@ __all__ = ["DEFAULT_METHODS", "main"]
 DEFAULT_METHODS = ["vae", "iwae-20", "autodelta", "mapa-5-10", "exact"]
 
 
+def _count(minimum: int):
+    """An argparse type: an int of at least ``minimum``."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pyro-mapa", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="train the quickstart model with MAPA on built-in data")
     demo.add_argument("--dataset", default="spiral-dots", choices=SYNTHETIC_DATASETS)
-    demo.add_argument("--num-train", type=int, default=1000)
-    demo.add_argument("--steps", type=int, default=2000)
-    demo.add_argument("--neighbors", type=int, default=5, help="K, neighbours summed exactly")
-    demo.add_argument("--samples", type=int, default=10, help="S, draws from the proposal")
+    demo.add_argument("--num-train", type=_count(2), default=1000)
+    demo.add_argument("--steps", type=_count(1), default=2000)
+    demo.add_argument("--neighbors", type=_count(1), default=5, help="K, neighbours summed exactly")
+    demo.add_argument("--samples", type=_count(0), default=10, help="S, draws from the proposal")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--out", default="mapa-demo", help="folder for result.json and demo.png")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -75,7 +75,8 @@ def run_demo(
     net = make_decoder(data.latent_dim, X.shape[1])
     model = empirical_model(net, sigma, N, data.latent_dim, pca_codes(X, data.latent_dim))  # the README's model
 
-    posterior = MAPAPosterior.fit(X, likelihood="normal", scale=sigma, num_cached=64, progress=progress)
+    batch_size = min(batch_size, N)  # a small training set is one batch
+    posterior = MAPAPosterior.fit(X, likelihood="normal", scale=sigma, num_cached=min(64, N), progress=progress)
     guide = MAPAGuide(model, posterior, create_plates=lambda x, idx: pyro.plate("data", N, subsample=idx))
     svi = SVI(model, guide, Adam({"lr": 1e-2}), loss=MAPA_ELBO(num_neighbors=num_neighbors, num_samples=num_samples))
 

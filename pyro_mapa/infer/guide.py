@@ -102,6 +102,12 @@ class MAPAGuide(AutoGuide):
                 f"points: put it inside one plate of size {num_points} (the data plate)"
             )
         frame = frames[0]
+        others = [f.name for f in site["cond_indep_stack"] if f.vectorized and f is not frame]
+        if others:
+            raise ValueError(
+                f"index site '{name}' sits in plates {others} besides the data plate '{frame.name}': it must sit "
+                "in the data plate only (one index per datapoint)"
+            )
         if frame.size != num_points and self.create_plates is None:
             raise ValueError(
                 f"the model subsamples plate '{frame.name}' ({frame.size} of {num_points}); pass "

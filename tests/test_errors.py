@@ -251,7 +251,7 @@ def test_a_non_finite_bound_leaves_the_parameters_alone():
 
 def test_a_distance_not_smallest_at_itself_is_warned_about():
     """Issue 12: -cdist^2 was accepted, every point's top neighbour its farthest."""
-    with pytest.warns(UserWarning, match="20 of 20 points are not their own most probable index"):
+    with pytest.warns(UserWarning, match="20 of 20 points checked are not their own most probable index"):
         MAPAPosterior.fit(torch.randn(20, 2), likelihood="custom", distance=lambda a, b: -torch.cdist(a, b) ** 2,
                           temperature=1.0, num_cached=3)
 

@@ -101,7 +101,7 @@ class MAPAPosterior:
         kernel = kernel.calibrated(data)
         data = kernel.check_range(data)
         table = exact_neighbors(data, data, kernel, num_cached, max_block_entries=max_block_entries, progress=progress)
-        _warn_unless_nearest_to_itself(table, kernel)
+        _warn_unless_nearest_to_itself(data, table, kernel)
         return cls(data, kernel, table, fingerprint(data, cls._settings(kernel, num_cached, data)))
 
     @staticmethod
@@ -212,17 +212,18 @@ class MAPAPosterior:
         return cls(data, kernel, table, data_fingerprint)
 
 
-def _warn_unless_nearest_to_itself(table: NeighborTable, kernel: Kernel) -> None:
-    """Warn when points are not their own most probable index: ``q(n | x_n)`` below the row's
-    top (beyond rounding), or ``n`` not cached at all. A distance must be smallest at
-    ``d(x, x)``; otherwise every point's top neighbour is, say, its farthest."""
-    own = torch.arange(len(table.index), device=table.index.device).unsqueeze(1)
-    own_log_prob = torch.where(table.index == own, table.log_prob, -math.inf).max(1).values
-    worse = own_log_prob < table.log_prob[:, 0] - 1e-4 * table.log_prob[:, 0].abs().clamp_min(1.0)
+def _warn_unless_nearest_to_itself(data: torch.Tensor, table: NeighborTable, kernel: Kernel) -> None:
+    """Warn when, on a sample of (up to 256) points, a point's own log-weight ``-d(x, x) / T``
+    is below that of its top neighbour (beyond rounding): a distance must be smallest at
+    ``d(x, x)``, or every point's top neighbour is, say, its farthest."""
+    rows = torch.arange(min(len(data), 256), device=data.device)
+    own = kernel.log_weights(data[rows], data[rows]).diagonal()
+    top = kernel.log_weights(data[rows], data[table.index[rows, 0]]).diagonal()
+    worse = own < top - 1e-6 * top.abs().clamp_min(1.0)
     if worse.any():
         warnings.warn(
-            f"{int(worse.sum())} of {len(worse)} points are not their own most probable index under the kernel "
-            f"{kernel.name!r} (the first: point {int(worse.nonzero()[0])}): is its distance smallest at d(x, x)?",
+            f"{int(worse.sum())} of {len(rows)} points checked are not their own most probable index under the "
+            f"kernel {kernel.name!r} (the first: point {int(worse.nonzero()[0])}): is its distance smallest at d(x, x)?",
             stacklevel=3,
         )
 

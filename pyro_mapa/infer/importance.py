@@ -19,6 +19,7 @@ valid bound under subsampling; this module is what both our ELBOs share.
 
 from __future__ import annotations
 
+import math
 from typing import Callable, NamedTuple
 
 import pyro
@@ -56,8 +57,17 @@ class ImportanceWeights(NamedTuple):
     num_fixed: int = 0
 
     def per_datapoint(self) -> torch.Tensor:
-        """``logsumexp_p(log_weights) - c`` for each cell: the per-datapoint bound."""
-        return self.log_weights.logsumexp(0) - self.log_normalizer
+        """``logsumexp_p(log_weights) - c`` for each cell: the per-datapoint bound.
+
+        Particles whose weight is below ``e^10 tiny`` relative to the cell's largest (``tiny``:
+        the dtype's smallest normal number) are left out: their share of the sum is below the
+        dtype's resolution, and their gradients would be denormal numbers, whose slow path
+        doubled the time of a MAPA step. Leaving terms out only lowers the estimate, so the
+        bound stays a bound.
+        """
+        log_w = self.log_weights
+        floor = log_w.detach().max(0).values + (math.log(torch.finfo(log_w.dtype).tiny) + 10.0)
+        return torch.where(log_w < floor, -math.inf, log_w).logsumexp(0) - self.log_normalizer
 
     def bound(self) -> torch.Tensor:
         """The scaled bound ``sum_n s_n * per_datapoint_n + global``."""

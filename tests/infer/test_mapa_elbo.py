@@ -247,3 +247,17 @@ def test_a_guide_without_a_mapa_index_site_is_refused():
     x = torch.randn(8, 2)
     with pytest.raises(ValueError, match="needs a guide with a MAPA index site.*IWAE_ELBO"):
         MAPA_ELBO(num_neighbors=1, num_samples=2).loss(vae, AutoNormal(vae), x)
+
+
+def test_far_particles_leave_the_bound_and_give_no_denormal_gradients():
+    """A particle e^-95 below the best (a denormal weight in float32) is left out: the bound is
+    the same to float32 resolution and its gradient is exactly 0, not a denormal number."""
+    from pyro_mapa import ImportanceWeights
+
+    log_w = torch.tensor([[0.0], [-95.0], [-5.0]], requires_grad=True)
+    bound = ImportanceWeights(log_w, 1.0, 0.0, 0.0).per_datapoint()
+    assert torch.allclose(bound, torch.tensor([0.0, -5.0]).logsumexp(0).reshape(1))
+    (grad,) = torch.autograd.grad(bound.sum(), log_w)
+    assert grad[1, 0] == 0 and torch.allclose(grad[[0, 2], 0], torch.softmax(torch.tensor([0.0, -5.0]), 0))
+    plain = torch.autograd.grad(log_w.logsumexp(0).sum(), log_w)[0][1, 0]
+    assert 0 < plain < torch.finfo(torch.float32).tiny  # what it was: a denormal number

@@ -60,6 +60,7 @@ def run(args) -> None:
     folder = args.out / f"budget{args.budget}"
     folder.mkdir(parents=True, exist_ok=True)
     split = load_split("fashion-mnist", num_val=args.num_val, num_test=args.num_test)
+    commit = _commit()  # the code this process runs, whatever is committed while it does
     for seed in args.seeds:
         for method in args.methods:
             path = folder / f"{method}-seed{seed}.json"
@@ -76,7 +77,7 @@ def run(args) -> None:
                 "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "func"},
                 "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
                            f"{torch.get_num_threads()} threads",
-                "date": datetime.date.today().isoformat(), "commit": _commit(),
+                "date": datetime.date.today().isoformat(), "commit": commit,
             }
             _write_atomically(path, json.dumps(record, indent=1))
             print(f"{path.name}: test LL {result.test_ll:.2f} (se {result.test_point_se:.2f}), "

@@ -69,6 +69,14 @@ class MAPAIndex(TorchDistribution):
         index, log_prob, log_tail = self.table
         return NeighborTable(index.reshape(-1, self.num_cached), log_prob.reshape(-1, self.num_cached), log_tail.reshape(-1))
 
+    def top(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``k`` most probable indices of each row (at most ``K_c``) and their ``log q``
+        renormalised over those ``k``: ``batch_shape + (k,)`` each."""
+        if not 1 <= k <= self.num_cached:
+            raise ValueError(f"k={k} must lie in [1, K_c={self.num_cached}] (the indices the cache holds)")
+        index, log_prob = self.table.index[..., :k], self.table.log_prob[..., :k]
+        return index, log_prob - log_prob.logsumexp(-1, keepdim=True)
+
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         index, log_prob, _ = self.table
         hit = value.unsqueeze(-1) == index

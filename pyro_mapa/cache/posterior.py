@@ -154,6 +154,18 @@ class MAPAPosterior:
         x_new = self.kernel.check_range(x_new.to(device=self.data.device, dtype=self.data.dtype), "x_new")
         return exact_neighbors(x_new, self.data, self.kernel, self.num_cached, progress=progress)
 
+    def encode(self, x_new, *, progress: bool | None = None) -> MAPAIndex:
+        """``q(i | x)`` for new points ``x`` (``M x D``) as a distribution over the ``N``
+        training indices (batch shape ``(M,)``): sample it, score it, or take its renormalised
+        top ``k`` (:meth:`~pyro_mapa.cache.MAPAIndex.top`); :meth:`query` gives the raw table.
+
+        >>> data = torch.tensor([[0.0], [0.1], [3.0]], dtype=torch.float64)
+        >>> q = MAPAPosterior.fit(data, kernel=Kernel.gaussian(sigma=0.1), num_cached=2).encode([[0.02]])
+        >>> q.batch_shape, q.top(1)[0]
+        (torch.Size([1]), tensor([[0]]))
+        """
+        return MAPAIndex(self.query(x_new, progress=progress), self.num_points)
+
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "MAPAPosterior":
         """A copy on ``device`` (e.g. ``"cuda"``) with the data and log-probabilities cast
         to ``dtype``; the fingerprint still matches the data (it hashes float64 values)."""

@@ -36,3 +36,22 @@ def test_to_cuda_and_back():
     assert torch.equal(on_gpu.to("cpu").table.index, posterior.table.index)
     assert torch.equal(on_gpu.index_distribution(torch.tensor([1, 2], device="cuda")).table.index.cpu(),
                        posterior.table.index[[1, 2]])
+
+
+def test_encode_gives_new_points_a_distribution_over_training_indices():
+    """Issue 15: query returned raw tables; encode is the distribution q(i | x_new)."""
+    data = torch.randn(30, 2, dtype=torch.float64)
+    posterior = MAPAPosterior.fit(data, scale=0.5, num_cached=6)
+    x_new = data[:4] + 0.01
+    q = posterior.encode(x_new)
+    assert q.batch_shape == (4,)
+    every = torch.arange(30).unsqueeze(-1).expand(30, 4)
+    assert torch.allclose(q.log_prob(every).exp().sum(0), torch.ones(4, dtype=torch.float64))
+    draws = q.sample((2000,))
+    assert draws.shape == (2000, 4) and ((0 <= draws) & (draws < 30)).all()
+    assert (draws == torch.arange(4)).double().mean() > 0.2  # each new point's twin is likely
+    index, log_prob = q.top(3)
+    assert torch.equal(index, posterior.query(x_new).index[:, :3])
+    assert torch.allclose(log_prob.exp().sum(-1), torch.ones(4, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"k=7 must lie in \[1, K_c=6\]"):
+        q.top(7)

@@ -9,7 +9,7 @@ that can generate new data. Three families:
   rewrite), returned as Pyro's ``MixtureSameFamily``.
 * ``"flow"``: a neural spline flow on a standard normal base, built from Pyro's own
   ``spline_coupling`` / ``spline`` transforms and trained by Adam on the negative
-  log-likelihood.
+  log-likelihood of minibatches of codes.
 """
 
 from __future__ import annotations
@@ -45,15 +45,15 @@ def _gmm(codes: torch.Tensor, num_components: int, seed: int) -> dist.Distributi
     return dist.MixtureSameFamily(dist.Categorical(probs=tensor(gmm.weights_)), components)
 
 
-def _flow(codes: torch.Tensor, num_steps: int, seed: int, progress: bool | None) -> dist.Distribution:
+def _flow(codes: torch.Tensor, num_steps: int, batch_size: int, seed: int, progress: bool | None) -> dist.Distribution:
     # its own generator and gradients on: the caller's random state is left alone, and a
     # fit inside ``torch.no_grad()`` (a scoring loop) still trains
     with torch.random.fork_rng(), torch.enable_grad():
         torch.manual_seed(seed)
-        return _train_flow(codes, num_steps, progress)
+        return _train_flow(codes, num_steps, batch_size, progress)
 
 
-def _train_flow(codes: torch.Tensor, num_steps: int, progress: bool | None) -> dist.Distribution:
+def _train_flow(codes: torch.Tensor, num_steps: int, batch_size: int, progress: bool | None) -> dist.Distribution:
     d = codes.shape[1]
     # standardise first (an affine map), so that the spline's bounded region covers the codes
     loc, scale = codes.mean(0), codes.std(0).clamp_min(1e-6)
@@ -68,7 +68,8 @@ def _train_flow(codes: torch.Tensor, num_steps: int, progress: bool | None) -> d
     optimizer = torch.optim.Adam(params, lr=1e-2)
     for _ in progress_bar(range(num_steps), progress=progress, desc="fitting flow prior", leave=False):
         optimizer.zero_grad()
-        loss = -flow.log_prob(codes).mean()
+        batch = codes if len(codes) <= batch_size else codes[torch.randint(0, len(codes), (batch_size,))]
+        loss = -flow.log_prob(batch).mean()
         loss.backward()
         optimizer.step()
     for p in params:
@@ -82,6 +83,7 @@ def fit_prior(
     *,
     num_components: int = 10,
     num_steps: int = 1000,
+    batch_size: int = 1024,
     seed: int = 0,
     progress: bool | None = None,
 ) -> dist.Distribution:
@@ -89,7 +91,9 @@ def fit_prior(
 
     :param family: ``"gaussian"``, ``"gmm"`` or ``"flow"``.
     :param num_components: mixture components (``"gmm"``).
-    :param num_steps: Adam steps on the full batch (``"flow"``).
+    :param num_steps: Adam steps (``"flow"``).
+    :param batch_size: codes per step (``"flow"``; all of them if fewer): the cost of a fit
+        does not grow with ``N``.
     :param seed: seeds the GMM initialisation and the flow's parameters.
     :param progress: progress bar for the flow; ``None`` shows one on a terminal only.
     :returns: a Pyro distribution with event shape ``(d,)`` and no parameters that
@@ -109,5 +113,6 @@ def fit_prior(
         return _gmm(codes, num_components, seed)
     if family == "flow":
         check_count(num_steps, "num_steps")
-        return _flow(codes, num_steps, seed, progress)
+        check_count(batch_size, "batch_size")
+        return _flow(codes, num_steps, batch_size, seed, progress)
     raise ValueError(f"family must be 'gaussian', 'gmm' or 'flow', got {family!r}")

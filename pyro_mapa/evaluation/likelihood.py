@@ -38,10 +38,14 @@ __all__ = [
 
 
 class LogLikelihood(NamedTuple):
-    """Per-datapoint estimates of ``log p(x_n)`` and their standard errors (nats)."""
+    """Per-datapoint estimates of ``log p(x_n)``, their standard errors (nats), and the
+    effective sample size ``(sum w)^2 / sum w^2`` of each point's weights (``None`` where not
+    sampled). An ESS near 1 means one weight dominates: the estimate is not a result, whatever
+    its standard error says (that error is computed from the same few weights)."""
 
     value: torch.Tensor
     stderr: torch.Tensor
+    ess: torch.Tensor | None = None
 
 
 class _ImportanceSampler(ImportanceWeightedELBO):
@@ -103,7 +107,8 @@ def importance_log_likelihood(
             done += sampler.num_particles
     log_mean = log_sum - math.log(done)
     relative_variance = (log_sum_sq - math.log(done) - 2 * log_mean).exp() - 1
-    return LogLikelihood(log_mean, (relative_variance.clamp_min(0) / done).sqrt())
+    ess = (2 * log_sum - log_sum_sq).exp()
+    return LogLikelihood(log_mean, (relative_variance.clamp_min(0) / done).sqrt(), ess)
 
 
 def empirical_log_likelihood(

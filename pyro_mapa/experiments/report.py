@@ -12,20 +12,21 @@ __all__ = ["plot_curves", "summary_table"]
 
 def summary_table(split: Split, runs: list[RunResult]) -> str:
     """Per method: its learning rate; the test LL's median and spread (min..max over seeds)
-    by importance sampling, its standard error over the test points (median over seeds), and
-    the most samples per point a seed needed; the median by grid quadrature (``d <= 2``: the
+    by importance sampling, its standard error over the test points and the median effective
+    sample size of the points' weights (medians over seeds), and the most samples per point a
+    seed needed; the median by grid quadrature (``d <= 2``: the
     check); passes per point per step; median passes and training seconds to the best
     checkpoint; (MAPA, exact) the empiricalized model's exact test LL (median); and the median
     seconds of each phase: set-up (the MAPA cache), training, checkpoint scoring, final score."""
-    def median_or_dash(values: list) -> str:
-        return f"{statistics.median(values):9.3f}" if None not in values else f"{'-':>9}"
+    def median_or_dash(values: list, width: int = 9, digits: int = 3) -> str:
+        return f"{statistics.median(values):{width}.{digits}f}" if None not in values else f"{'-':>{width}}"
 
     def median(values) -> float:
         return statistics.median(list(values))
 
     lines = [
         f"{split.describe()}, seeds = {sorted({r.seed for r in runs})}, {len(split.test)} test points",
-        f"{'method':12} {'lr':>6} {'test LL':>9} {'min..max':>17} {'se':>5} {'samples':>7} {'grid':>9} "
+        f"{'method':12} {'lr':>6} {'test LL':>9} {'min..max':>17} {'se':>5} {'ESS':>6} {'samples':>7} {'grid':>9} "
         f"{'dec/pt/step':>11} {'enc/pt/step':>11} {'passes to best':>14} {'s to best':>9} {'empirical':>9} "
         f"{'setup s':>7} {'train s':>7} {'ckpt s':>7} {'score s':>7}",
     ]
@@ -35,6 +36,7 @@ def summary_table(split: Split, runs: list[RunResult]) -> str:
         lines.append(
             f"{method:12} {rs[0].lr:6.3g} {statistics.median(ll):9.3f} {min(ll):8.3f}..{max(ll):<8.3f} "
             f"{median(r.test_point_se for r in rs):5.2f} "
+            f"{median_or_dash([r.test_ess for r in rs], 6, 0)} "
             f"{max(r.test_particles for r in rs):6d}{' ' if all(r.test_converged for r in rs) else '*'} "
             f"{median_or_dash([r.grid_test_ll for r in rs])} "
             f"{statistics.median(r.decoder_per_point_step for r in rs):11.2f} "

@@ -72,6 +72,7 @@ class RunResult:
     encoder_per_point_step: float = 0.0
     steps: int = 0
     test_point_se: float = 0.0  # standard error of test_ll over the test points (sd / sqrt(n))
+    test_ess: float | None = None  # median over test points of the importance weights' effective sample size
     test_particles: int = 0  # importance samples per point behind test_ll (stable_log_likelihood)
     test_converged: bool | None = None  # whether test_ll had settled to 0.01 nats before the sample limit
     grid_test_ll: float | None = None  # the same by grid quadrature, for a latent of d <= 2 (a check)
@@ -241,6 +242,7 @@ def train_and_score(
         result.test_ll = final.value.mean().item()
         result.test_se = (final.stderr.square().mean() / len(split.test)).sqrt().item()
         result.test_point_se = (final.value.std() / len(split.test) ** 0.5).item() if len(split.test) > 1 else 0.0
+        result.test_ess = final.ess.median().item()
         if method.empirical:
             result.empirical_test_ll = empirical_log_likelihood(decoder, codes, split.test, likelihood).mean().item()
         if d <= 2:

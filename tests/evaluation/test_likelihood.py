@@ -87,3 +87,27 @@ def test_decode_equals_the_decoder_on_gathered_codes_and_counts_distinct_indices
     (g2,) = torch.autograd.grad(expected.sum(), codes)
     assert torch.allclose(g1, g2)
     assert counter.count == 3  # removed: the later passes are not counted
+
+
+def test_the_effective_sample_size_tells_a_good_proposal_from_a_poor_one(float64):
+    """z ~ N(0, 1), x ~ N(z, 0.1^2): the exact posterior gives every draw the same weight
+    (ESS = P); the prior as the proposal gives an ESS of a few percent of P."""
+    import pyro.distributions as dist
+
+    def model(x):
+        with pyro.plate("data", len(x)):
+            pyro.sample("x", dist.Normal(pyro.sample("z", dist.Normal(0.0, 1.0)), 0.1), obs=x)
+
+    def exact(x):
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(x / 1.01, (0.01 / 1.01) ** 0.5))
+
+    def prior(x):
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(torch.zeros(len(x)), 1.0))
+
+    x = torch.tensor([0.0, 1.0, 2.0])
+    good = importance_log_likelihood(model, exact, x, num_particles=400, max_plate_nesting=1)
+    poor = importance_log_likelihood(model, prior, x, num_particles=400, max_plate_nesting=1)
+    assert torch.allclose(good.ess, torch.full((3,), 400.0))
+    assert (poor.ess < 0.2 * 400).all()

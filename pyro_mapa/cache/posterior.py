@@ -9,7 +9,6 @@ load refuses any other data (:mod:`pyro_mapa.cache.storage`).
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from typing import Callable

@@ -35,6 +35,7 @@ __all__ = [
     "gaussian_index_log_posterior",
     "importance_diagnostics",
     "latent_to_index_log_posterior",
+    "pareto_k_hat",
     "posterior_distance",
     "to_inference_data",
 ]
@@ -105,12 +106,19 @@ def importance_diagnostics(
             "(MAPA_ELBO: num_samples=S of a few hundred)"
         )
     log_w = log_w.reshape(len(log_w), -1).T.double()  # (datapoints, draws)
+    k_hat = pareto_k_hat(log_w)
+    ess = (2 * log_w.logsumexp(1) - (2 * log_w).logsumexp(1)).exp()
+    return ImportanceDiagnostics(k_hat, ess, log_w.shape[1], (k_hat > K_HAT_THRESHOLD).nonzero().flatten())
+
+
+def pareto_k_hat(log_weights: torch.Tensor) -> torch.Tensor:
+    """Pareto-smoothed importance sampling's ``k-hat`` (ArviZ's ``psislw``) of each row of
+    ``log_weights`` (``(points, draws)``), as float64: above 0.7 the weights' variance is
+    too heavy-tailed for the estimate to be trusted."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # psislw warns about the very k-hat we report
-        _, k_hat = _arviz().psislw(log_w.cpu().numpy())
-    ess = (2 * log_w.logsumexp(1) - (2 * log_w).logsumexp(1)).exp()
-    k_hat = torch.as_tensor(np.asarray(k_hat, dtype=np.float64))
-    return ImportanceDiagnostics(k_hat, ess, log_w.shape[1], (k_hat > K_HAT_THRESHOLD).nonzero().flatten())
+        _, k_hat = _arviz().psislw(log_weights.detach().double().cpu().numpy())
+    return torch.as_tensor(np.asarray(k_hat, dtype=np.float64)).reshape(log_weights.shape[:-1])
 
 
 class PosteriorDistance(NamedTuple):

@@ -16,6 +16,7 @@ support covers the posterior; the standard error says whether ``P`` is enough, a
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Callable, NamedTuple
 
 import pyro.distributions as dist
@@ -25,6 +26,7 @@ from .._checks import check_count
 from .._tensors import row_chunks
 from ..infer.importance import ImportanceWeightedELBO
 from ..models import Likelihood, as_likelihood
+from .diagnostics import K_HAT_THRESHOLD, pareto_k_hat
 
 __all__ = [
     "LogLikelihood",
@@ -41,11 +43,13 @@ class LogLikelihood(NamedTuple):
     """Per-datapoint estimates of ``log p(x_n)``, their standard errors (nats), and the
     effective sample size ``(sum w)^2 / sum w^2`` of each point's weights (``None`` where not
     sampled). An ESS near 1 means one weight dominates: the estimate is not a result, whatever
-    its standard error says (that error is computed from the same few weights)."""
+    its standard error says (that error is computed from the same few weights). ``k_hat``, where
+    asked for, is PSIS's Pareto ``k-hat`` of each point's weights (above 0.7: not to be trusted)."""
 
     value: torch.Tensor
     stderr: torch.Tensor
     ess: torch.Tensor | None = None
+    k_hat: torch.Tensor | None = None
 
 
 class _ImportanceSampler(ImportanceWeightedELBO):
@@ -69,6 +73,7 @@ def importance_log_likelihood(
     num_particles: int = 1000,
     chunk_size: int = 100,
     max_plate_nesting: float = float("inf"),
+    k_hat: bool = False,
     **kwargs,
 ) -> LogLikelihood:
     """Importance-sampling estimate of ``log p(x_n)`` for each datapoint of the model's plate.
@@ -78,6 +83,8 @@ def importance_log_likelihood(
     :param num_particles: ``P``, draws per datapoint in all.
     :param chunk_size: draws per pass (memory is ``O(chunk_size x batch)``).
     :param max_plate_nesting: the model's plate nesting; guessed (and logged by Pyro) if infinite.
+    :param k_hat: also give each point's Pareto ``k-hat`` (keeps all ``P`` weights per point), and
+        warn when their median exceeds 0.7.
 
     >>> import pyro
     >>> def model(x):
@@ -96,11 +103,13 @@ def importance_log_likelihood(
     check_count(chunk_size, "chunk_size")
     sampler = _ImportanceSampler(chunk_size, 0.0, max_plate_nesting)
     log_sum = log_sum_sq = None
-    done = 0
+    done, kept = 0, []
     with torch.no_grad():
         while done < num_particles:
             sampler.num_particles = min(chunk_size, num_particles - done)
             log_w = sampler.importance_weights(model, proposal, *args, **kwargs).log_weights
+            if k_hat:
+                kept.append(log_w.reshape(len(log_w), -1))
             chunk_sum, chunk_sum_sq = log_w.logsumexp(0), (2 * log_w).logsumexp(0)
             log_sum = chunk_sum if log_sum is None else torch.logaddexp(log_sum, chunk_sum)
             log_sum_sq = chunk_sum_sq if log_sum_sq is None else torch.logaddexp(log_sum_sq, chunk_sum_sq)
@@ -108,7 +117,16 @@ def importance_log_likelihood(
     log_mean = log_sum - math.log(done)
     relative_variance = (log_sum_sq - math.log(done) - 2 * log_mean).exp() - 1
     ess = (2 * log_sum - log_sum_sq).exp()
-    return LogLikelihood(log_mean, (relative_variance.clamp_min(0) / done).sqrt(), ess)
+    k_hats = None
+    if k_hat:
+        k_hats = pareto_k_hat(torch.cat(kept).T).reshape(log_mean.shape)
+        if k_hats.median() > K_HAT_THRESHOLD:
+            warnings.warn(
+                f"the median Pareto k-hat of the importance weights is {k_hats.median():.2f} > {K_HAT_THRESHOLD}: "
+                "the proposal misses the posterior and the estimate is not to be trusted, whatever its standard error",
+                stacklevel=2,
+            )
+    return LogLikelihood(log_mean, (relative_variance.clamp_min(0) / done).sqrt(), ess, k_hats)
 
 
 def empirical_log_likelihood(
@@ -196,14 +214,19 @@ def stable_log_likelihood(
     estimate: Callable[[int], LogLikelihood], start: int, limit: int, tolerance: float = 0.01
 ) -> StableEstimate:
     """``estimate(P)`` at ``P = start, 4 start, 16 start, ...`` (at most ``limit``) until the
-    mean over points moves by less than ``tolerance`` nats from one ``P`` to the next.
-    An importance-sampling estimate of ``log p`` is biased low, the less the more samples,
-    so a mean that stops rising is one that has stopped moving. ``start == limit`` gives
-    one estimate, not called converged."""
+    mean over points moves by less than ``tolerance`` nats from one ``P`` to the next and, where
+    the estimate has them, the median Pareto ``k-hat`` is at most 0.7. An importance-sampling
+    estimate of ``log p`` is biased low, the less the more samples, so a mean that stops rising
+    is one that has stopped moving. ``start == limit`` gives one estimate, not called
+    converged; ``converged`` is ``False`` whenever the limit stopped it first."""
     check_sample_range(start, limit)
+
+    def trusted(result: LogLikelihood) -> bool:
+        return result.k_hat is None or bool(result.k_hat.median() <= K_HAT_THRESHOLD)
+
     particles, current = start, estimate(start)
     while 4 * particles <= limit:
         particles, previous, current = 4 * particles, current, estimate(4 * particles)
-        if abs(current.value.mean() - previous.value.mean()) < tolerance:
+        if abs(current.value.mean() - previous.value.mean()) < tolerance and trusted(current):
             return StableEstimate(current, particles, True)
     return StableEstimate(current, particles, False)

@@ -12,9 +12,9 @@ __all__ = ["plot_curves", "summary_table"]
 
 def summary_table(split: Split, runs: list[RunResult]) -> str:
     """Per method: its learning rate; the test LL's median and spread (min..max over seeds)
-    by importance sampling, its standard error over the test points and the median effective
-    sample size of the points' weights (medians over seeds), and the most samples per point a
-    seed needed; the median by grid quadrature (``d <= 2``: the
+    by importance sampling, its standard error over the test points, the median effective
+    sample size and Pareto k-hat of the points' weights (medians over seeds; a k-hat above 0.7
+    means the number is not to be trusted), and the most samples per point a seed needed; the median by grid quadrature (``d <= 2``: the
     check); passes per point per step; median passes and training seconds to the best
     checkpoint; (MAPA, exact) the empiricalized model's exact test LL (median); and the median
     seconds of each phase: set-up (the MAPA cache), training, checkpoint scoring, final score."""
@@ -26,7 +26,7 @@ def summary_table(split: Split, runs: list[RunResult]) -> str:
 
     lines = [
         f"{split.describe()}, seeds = {sorted({r.seed for r in runs})}, {len(split.test)} test points",
-        f"{'method':12} {'lr':>6} {'test LL':>9} {'min..max':>17} {'se':>5} {'ESS':>6} {'samples':>7} {'grid':>9} "
+        f"{'method':12} {'lr':>6} {'test LL':>9} {'min..max':>17} {'se':>5} {'ESS':>6} {'k-hat':>5} {'samples':>7} {'grid':>9} "
         f"{'dec/pt/step':>11} {'enc/pt/step':>11} {'passes to best':>14} {'s to best':>9} {'empirical':>9} "
         f"{'setup s':>7} {'train s':>7} {'ckpt s':>7} {'score s':>7}",
     ]
@@ -36,7 +36,7 @@ def summary_table(split: Split, runs: list[RunResult]) -> str:
         lines.append(
             f"{method:12} {rs[0].lr:6.3g} {statistics.median(ll):9.3f} {min(ll):8.3f}..{max(ll):<8.3f} "
             f"{median(r.test_point_se for r in rs):5.2f} "
-            f"{median_or_dash([r.test_ess for r in rs], 6, 0)} "
+            f"{median_or_dash([r.test_ess for r in rs], 6, 0)} {median_or_dash([r.test_k_hat for r in rs], 5, 2)} "
             f"{max(r.test_particles for r in rs):6d}{' ' if all(r.test_converged for r in rs) else '*'} "
             f"{median_or_dash([r.grid_test_ll for r in rs])} "
             f"{statistics.median(r.decoder_per_point_step for r in rs):11.2f} "
@@ -49,7 +49,8 @@ def summary_table(split: Split, runs: list[RunResult]) -> str:
     if split.true_test is not None:
         lines.append(f"{'true model':12} {'':>6} {split.true_test:9.3f}   (the ceiling)")
     if not all(r.test_converged for r in runs):
-        lines.append("* a seed's test LL had not settled to 0.01 nats at the sample limit (the grid is the check)")
+        lines.append("* a seed's test LL had not settled to 0.01 nats (or its k-hat stayed above 0.7) at the sample "
+                     "limit (the grid, where there is one, is the check)")
     return "\n".join(lines)
 
 

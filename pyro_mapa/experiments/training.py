@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Callable
@@ -73,6 +74,7 @@ class RunResult:
     steps: int = 0
     test_point_se: float = 0.0  # standard error of test_ll over the test points (sd / sqrt(n))
     test_ess: float | None = None  # median over test points of the importance weights' effective sample size
+    test_k_hat: float | None = None  # median over test points of the weights' Pareto k-hat (> 0.7: not trusted)
     test_particles: int = 0  # importance samples per point behind test_ll (stable_log_likelihood)
     test_converged: bool | None = None  # whether test_ll had settled to 0.01 nats before the sample limit
     grid_test_ll: float | None = None  # the same by grid quadrature, for a latent of d <= 2 (a check)
@@ -100,6 +102,7 @@ def continuous_log_likelihood(
     codes: torch.Tensor,
     x: torch.Tensor,
     num_particles: int,
+    k_hat: bool = False,
 ) -> LogLikelihood:
     """``log p(x_n)`` per point of ``x`` for the continuous-prior model ``z ~ prior``,
     ``x ~ p(x | decoder(z))``, by the comparison's one estimator: importance sampling with
@@ -110,7 +113,7 @@ def continuous_log_likelihood(
     chunk_size = max(1, min(num_particles, 200, 2**16 // len(x)))
     return importance_log_likelihood(
         _continuous_model(decoder, prior, likelihood), proposal, x,
-        num_particles=num_particles, chunk_size=chunk_size, max_plate_nesting=1,
+        num_particles=num_particles, chunk_size=chunk_size, max_plate_nesting=1, k_hat=k_hat,
     )
 
 
@@ -194,9 +197,10 @@ def train_and_score(
         codes = method.train_codes(setup, train)
         return method.continuous_prior(codes, seed), codes
 
-    def estimate(prior: dist.Distribution, codes: torch.Tensor, which: str, num_particles: int) -> LogLikelihood:
+    def estimate(prior: dist.Distribution, codes: torch.Tensor, which: str, num_particles: int,
+                 k_hat: bool = False) -> LogLikelihood:
         x = split.val if which == "val" else split.test
-        return continuous_log_likelihood(decoder, prior, likelihood, codes, x, num_particles)
+        return continuous_log_likelihood(decoder, prior, likelihood, codes, x, num_particles, k_hat)
 
     best_state = {}
     next_checkpoint, elapsed = budget / num_checkpoints, 0.0
@@ -236,13 +240,15 @@ def train_and_score(
     clock = time.perf_counter()
     with torch.no_grad():  # the best-validation checkpoint, scored once, until stable
         prior, codes = current_prior()
-        final, result.test_particles, result.test_converged = stable_log_likelihood(
-            lambda p: estimate(prior, codes, "test", p), test_particles, max_test_particles
-        )
+        with warnings.catch_warnings():  # a poor k-hat is reported in the result and the table instead
+            warnings.simplefilter("ignore", UserWarning)
+            final, result.test_particles, result.test_converged = stable_log_likelihood(
+                lambda p: estimate(prior, codes, "test", p, k_hat=True), test_particles, max_test_particles
+            )
         result.test_ll = final.value.mean().item()
         result.test_se = (final.stderr.square().mean() / len(split.test)).sqrt().item()
         result.test_point_se = (final.value.std() / len(split.test) ** 0.5).item() if len(split.test) > 1 else 0.0
-        result.test_ess = final.ess.median().item()
+        result.test_ess, result.test_k_hat = final.ess.median().item(), final.k_hat.median().item()
         if method.empirical:
             result.empirical_test_ll = empirical_log_likelihood(decoder, codes, split.test, likelihood).mean().item()
         if d <= 2:

@@ -111,3 +111,26 @@ def test_the_effective_sample_size_tells_a_good_proposal_from_a_poor_one(float64
     poor = importance_log_likelihood(model, prior, x, num_particles=400, max_plate_nesting=1)
     assert torch.allclose(good.ess, torch.full((3,), 400.0))
     assert (poor.ess < 0.2 * 400).all()
+
+
+def test_k_hat_flags_a_proposal_far_too_narrow_and_not_the_exact_posterior(float64):
+    """Issue 15: a standard error computed from the weights cannot show that one weight
+    dominates; PSIS's k-hat can. Linear-Gaussian z ~ N(0, 1), x ~ N(z, 0.5^2)."""
+    import pyro.distributions as dist
+
+    def model(x):
+        with pyro.plate("data", len(x)):
+            pyro.sample("x", dist.Normal(pyro.sample("z", dist.Normal(0.0, 1.0)), 0.5), obs=x)
+
+    def posterior(x, width=1.0):
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(x / 1.25, width * (0.25 / 1.25) ** 0.5))
+
+    x = torch.linspace(-2, 2, 20)
+    exact = importance_log_likelihood(model, posterior, x, num_particles=1000, max_plate_nesting=1, k_hat=True)
+    assert exact.k_hat.median() < 0.5
+    with pytest.warns(UserWarning, match="median Pareto k-hat .* > 0.7"):
+        narrow = importance_log_likelihood(model, lambda x: posterior(x, 0.1), x, num_particles=1000,
+                                           max_plate_nesting=1, k_hat=True)
+    assert narrow.k_hat.median() > 0.7
+    assert narrow.stderr.mean() < 0.5  # what the standard error alone said

@@ -157,8 +157,8 @@ def test_the_test_score_is_the_best_validation_checkpoints(split, monkeypatch):
     monkeypatch.setattr(training, "snapshot_params", lambda: snapshots.append(snapshot_params()) or snapshots[-1])
     scored = training.continuous_log_likelihood
 
-    def rigged(decoder, prior, sigma, codes, x, num_particles):
-        estimate = scored(decoder, prior, sigma, codes, x, num_particles)
+    def rigged(decoder, prior, likelihood, codes, x, num_particles, k_hat=False):
+        estimate = scored(decoder, prior, likelihood, codes, x, num_particles, k_hat)
         if x is split.val:
             val_calls.append(codes.clone())
             if len(val_calls) == 3:

@@ -348,3 +348,15 @@ def test_the_demo_runs_on_fewer_points_than_a_batch(tmp_path):
 
     result = run_demo(num_train=20, num_test=10, num_steps=3, out=tmp_path, progress=False)
     assert math.isfinite(result.train_after)
+
+
+def test_grid_and_auto_bandwidth_name_bad_input():
+    import pyro.distributions as dist
+
+    from pyro_mapa.evaluation import grid_log_likelihood
+
+    with pytest.raises(ValueError, match="sigma must be a finite number > 0"):
+        grid_log_likelihood(lambda z: z, dist.Normal(torch.zeros(1), 1.0).to_event(1), 0.0, torch.zeros(2, 1), -1.0, 1.0)
+    with pytest.raises(ValueError, match="must return one finite distance per pair"):
+        MAPAPosterior.fit(torch.randn(20, 2), likelihood="custom", bandwidth="auto", num_cached=3,
+                          distance=lambda a, b: torch.cdist(a, b).sum(1))

@@ -216,9 +216,10 @@ class Kernel:
         """Per-column constants of the fused search (:meth:`shifted_log_weights`), or ``None``."""
         return None
 
-    def cancels(self, queries: torch.Tensor, data: torch.Tensor) -> bool:
-        """Whether the search's values may have lost precision that :meth:`candidate_log_weights`
-        recovers for the cached candidates (no by default: the values are the kernel's own)."""
+    def cancels(self, queries: torch.Tensor, data: torch.Tensor, tolerance: float) -> bool:
+        """Whether the search's values may have lost ``tolerance`` nats that
+        :meth:`candidate_log_weights` recovers for the cached candidates (no by default: the
+        values are the kernel's own)."""
         return False
 
     def candidate_log_weights(self, queries: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
@@ -307,15 +308,16 @@ class GaussianKernel(_SquaredEuclidean):
         """Both sets moved to the data's mean when the cancellation in ``|a|^2 + |b|^2 - 2 a.b``
         (about ``2 eps |x|^2 / T`` in the log-weights) could matter; squared distances do not
         change under a common translation."""
-        if not self.cancels(queries, data):
+        if not self.cancels(queries, data, tolerance=1e-5):
             return queries, data
         center = data.mean(0)
-        return queries - center, data - center
+        centred = data - center
+        return (centred if queries is data else queries - center), centred  # fit: one copy, not two
 
-    def cancels(self, queries: torch.Tensor, data: torch.Tensor) -> bool:
-        """Whether ``eps |x|^2 / T`` reaches ``1e-5`` nats (float32 data far out or a small ``T``)."""
+    def cancels(self, queries: torch.Tensor, data: torch.Tensor, tolerance: float) -> bool:
+        """Whether ``2 eps |x|^2 / T`` reaches ``tolerance`` nats (float32 data far out or a small ``T``)."""
         largest = max(torch.linalg.vector_norm(t, dim=1).max().item() for t in (queries, data)) ** 2
-        return largest * torch.finfo(data.dtype).eps / self._calibrated_temperature() >= 1e-5
+        return 2 * largest * torch.finfo(data.dtype).eps / self._calibrated_temperature() >= tolerance
 
     def candidate_log_weights(self, queries: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         """``-||a_i - c_ik||^2 / T`` by differences: no cancellation."""

@@ -9,7 +9,7 @@ entries, so no ``N x N`` matrix is ever held: peak memory is
 dtype's smallest normal number) relative to a row's largest weight count as that. Where
 the fused product loses digits to cancellation (float32 data, a small ``T``), the cached
 candidates' log-weights are recomputed exactly, by differences, once the search has found
-them (:meth:`~pyro_mapa.cache.Kernel.cancels`).
+them (:meth:`~pyro_mapa.cache.Kernel.cancels`, :data:`REFINE_TOLERANCE`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,9 @@ __all__ = ["DEFAULT_BLOCK_ENTRIES", "NeighborTable", "exact_neighbors"]
 
 #: Kernel entries per row block (2^24: 64 MiB in float32, 128 MiB in float64).
 DEFAULT_BLOCK_ENTRIES = 2**24
+#: Nats the fused product may lose (``2 eps |x|^2 / T``) before the cached candidates'
+#: log-weights are recomputed by differences.
+REFINE_TOLERANCE = 1e-4
 
 
 class NeighborTable(NamedTuple):
@@ -96,7 +99,7 @@ def exact_neighbors(
     """
     num_queries, num_points = queries.shape[0], data.shape[0]
     queries, data = kernel.prepared(queries, data)
-    refine = kernel.cancels(queries, data)  # even after moving to the mean
+    refine = kernel.cancels(queries, data, tolerance=REFINE_TOLERANCE)  # even after moving to the mean
     rows_per_block = max(1, min(num_queries, max_block_entries // num_points))
     index = torch.empty(num_queries, num_cached, dtype=torch.long, device=data.device)
     log_prob = torch.empty(num_queries, num_cached, dtype=data.dtype, device=data.device)

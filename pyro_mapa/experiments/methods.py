@@ -7,6 +7,7 @@ Adding a method is one class here and one entry in :data:`METHODS`; the training
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Callable, ClassVar, NamedTuple
 
@@ -48,7 +49,7 @@ class TrainingSetup(NamedTuple):
 
 
 @dataclass(frozen=True)
-class Method:
+class Method(ABC):
     """One method of the comparison."""
 
     #: the name before any numbers (``"iwae"`` of ``"iwae-20"``)
@@ -62,11 +63,13 @@ class Method:
         """The method's name in tables, ``results.json`` and ``--methods``."""
         return self.kind
 
+    @abstractmethod
     def setup(self, split: Split, decoder: torch.nn.Module, init_codes: torch.Tensor | None) -> TrainingSetup:
         """Model, guide and loss on ``split``'s training points around ``decoder``, per-point
         codes started at ``init_codes`` (``None``: the method's own default)."""
         raise NotImplementedError
 
+    @abstractmethod
     def train_codes(self, setup: TrainingSetup, train: torch.Tensor) -> torch.Tensor:
         """The training points' codes under the current parameters (the scorer's anchors)."""
         raise NotImplementedError

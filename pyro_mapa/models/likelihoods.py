@@ -12,6 +12,7 @@ cache kernel for the same data (docs/math.md, section 2):
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import pyro.distributions as dist
@@ -25,16 +26,18 @@ __all__ = ["BernoulliLikelihood", "Likelihood", "NormalLikelihood", "as_likeliho
 
 
 @dataclass(frozen=True)
-class Likelihood:
+class Likelihood(ABC):
     """``p(x | f(z))`` given the decoder's output ``out = f(z)`` (rows of ``D`` features)."""
 
     #: whether the observations are 0/1
     binary = False
 
+    @abstractmethod
     def distribution(self, out: torch.Tensor) -> dist.Distribution:
         """``p(x | out)`` with event shape ``(D,)``."""
         raise NotImplementedError
 
+    @abstractmethod
     def gathered(self, out: torch.Tensor, rows: torch.Tensor) -> dist.Distribution:
         """``distribution(out[rows])`` for ``(U, D)`` distinct outputs, computed in one pass."""
         raise NotImplementedError
@@ -48,11 +51,13 @@ class Likelihood:
         """
         return self.gathered(out, torch.arange(len(out), device=out.device)).log_prob(x.unsqueeze(-2))
 
+    @abstractmethod
     def gradient_and_weight(self, x: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``d log p(x | out) / d out`` and the Fisher information's diagonal at ``out``
         (the curvature a Gauss-Newton step uses), both of ``out``'s shape."""
         raise NotImplementedError
 
+    @abstractmethod
     def cache_kernel(self) -> Kernel:
         """MAPA's default kernel for data of this likelihood."""
         raise NotImplementedError

@@ -20,7 +20,7 @@ import torch
 
 from pyro_mapa.evaluation import grid_log_likelihood, stable_log_likelihood
 from pyro_mapa.experiments import load_split, train_and_score
-from pyro_mapa.experiments.training import continuous_log_likelihood
+from pyro_mapa.experiments.scoring import continuous_log_likelihood
 
 
 def main() -> None:

@@ -10,7 +10,10 @@ The protocol is `pyro_mapa.experiments.train_and_score`'s on `load_split("fashio
 the 50,000 training images (stochastically binarized with seed 0), a Bernoulli decoder
 40 -> 300 -> 300 -> 784 (tanh) shared by every method, an equal budget of decoder passes,
 checkpoints scored on the first 1,000 validation images with 100 importance samples, and
-the best one scored on the first 2,000 test images with 5,000 samples per image.
+the best one scored on the first 2,000 test images with 5,000 samples per image. The
+proposal is ``--scorer``'s, the same for every method (default: an encoder fitted to each
+trained model's posterior, ``pyro_mapa.evaluation.EncoderProposal``); parts are kept per
+scorer, under ``--out/<scorer>/budget<B>/``.
 
     python benchmarks/fashion_mnist.py run --budget 2000000 --seeds 0 --methods vae iwae-5 iwae-50 autodelta mapa-1-10 mapa-5-10 exact
     python benchmarks/fashion_mnist.py report --budget 2000000
@@ -39,7 +42,8 @@ from pyro_mapa.experiments import (
 )
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "fashion-mnist"
-METHODS = ["vae", "iwae-5", "iwae-50", "autodelta", "mapa-1-10", "mapa-1-50", "mapa-5-10", "mapa-5-50", "exact"]
+METHODS = ["vae", "mapa-1-10", "iwae-5", "mapa-5-10", "exact", "autodelta", "iwae-50", "mapa-1-50", "mapa-5-50",
+           "mapa-1-10@p10"]
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -56,8 +60,12 @@ def _commit() -> str:
         return "unknown"
 
 
+def _folder(args) -> Path:
+    return args.out / args.scorer / f"budget{args.budget}"
+
+
 def run(args) -> None:
-    folder = args.out / f"budget{args.budget}"
+    folder = _folder(args)
     folder.mkdir(parents=True, exist_ok=True)
     split = load_split("fashion-mnist", num_val=args.num_val, num_test=args.num_test)
     commit = _commit()  # the code this process runs, whatever is committed while it does
@@ -71,6 +79,7 @@ def run(args) -> None:
                 method, split, seed, args.budget, lr=args.lr, batch_size=args.batch_size,
                 num_checkpoints=args.checkpoints, eval_particles=args.eval_particles, checkpoint_test=False,
                 test_particles=args.test_particles, max_test_particles=args.test_particles, progress=not args.quiet,
+                scorer=args.scorer, scorer_fit_steps=args.scorer_fit_steps,
             )
             record = {
                 "result": asdict(result), "split": split.describe(), "split_notes": split.notes,
@@ -85,7 +94,7 @@ def run(args) -> None:
 
 
 def report(args) -> None:
-    folder = args.out / f"budget{args.budget}"
+    folder = _folder(args)
     records = [json.loads(p.read_text()) for p in sorted(folder.glob("*-seed*.json"))]
     if not records:
         raise SystemExit(f"no parts under {folder}")
@@ -98,7 +107,7 @@ def report(args) -> None:
     print(summary_table(split, runs))
     print(f"machine: {records[0]['machine']}; dates {sorted({r['date'] for r in records})}; "
           f"commits {sorted({r['commit'] for r in records})}")
-    plot_curves(runs, folder / "curves.png", f"Fashion-MNIST, {args.budget:,} decoder passes")
+    plot_curves(runs, folder / "curves.png", f"Fashion-MNIST, {args.budget:,} decoder passes, {args.scorer} scorer")
     print(f"wrote {folder / 'curves.png'}")
 
 
@@ -110,6 +119,7 @@ def main() -> None:
         sub.set_defaults(func=func)
         sub.add_argument("--budget", type=int, required=True, help="decoder passes per run")
         sub.add_argument("--out", type=Path, default=DEFAULT_OUT)
+        sub.add_argument("--scorer", choices=["laplace", "encoder"], default="encoder")
     run_parser = commands.choices["run"]
     run_parser.add_argument("--methods", nargs="+", default=METHODS)
     run_parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -120,6 +130,7 @@ def main() -> None:
     run_parser.add_argument("--test-particles", type=int, default=5000)
     run_parser.add_argument("--num-val", type=int, default=1000)
     run_parser.add_argument("--num-test", type=int, default=2000)
+    run_parser.add_argument("--scorer-fit-steps", type=int, default=1000)
     run_parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
     args.func(args)

@@ -20,7 +20,7 @@ import torch
 from pyro_mapa import fit_prior
 from pyro_mapa.evaluation import empirical_log_likelihood, stable_log_likelihood
 from pyro_mapa.experiments import load_split, train_and_score
-from pyro_mapa.experiments.training import continuous_log_likelihood
+from pyro_mapa.experiments.scoring import continuous_log_likelihood
 
 FAMILIES = {
     "gaussian": dict(family="gaussian"),

@@ -1,5 +1,5 @@
 """Scoring and checking a trained model: log-likelihood estimators, an importance-sampling
-proposal that needs no encoder, and diagnostics (docs/math.md, sections 5 and 6)."""
+proposal that needs no encoder, one from an encoder fitted after training, and diagnostics (docs/math.md, sections 5 and 6)."""
 
 from .diagnostics import (
     ImportanceDiagnostics,
@@ -10,6 +10,7 @@ from .diagnostics import (
     posterior_distance,
     to_inference_data,
 )
+from .encoder_proposal import EncoderProposal
 from .likelihood import (
     LogLikelihood,
     StableEstimate,
@@ -21,6 +22,7 @@ from .likelihood import (
 from .proposals import laplace_mixture_proposal
 
 __all__ = [
+    "EncoderProposal",
     "ImportanceDiagnostics",
     "LogLikelihood",
     "PosteriorDistance",

@@ -32,93 +32,17 @@ samples (docs/math.md, section 5).
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.distributions import TorchDistribution, constraints
 
 from ..cache import exact_neighbors
 from ..models import Likelihood, as_likelihood
+from .mixtures import DefensiveMixture, GaussianMixture, fast_prior
 
 __all__ = ["laplace_mixture_proposal"]
-
-
-class _DefensiveMixture(TorchDistribution):
-    """``w_0 defensive + (1 - w_0) main``, for two distributions of any families with the
-    same event shape (torch's mixtures need one family); ``defensive`` may have no batch
-    shape (one prior for all points: its densities broadcast)."""
-
-    arg_constraints = {}
-    support = constraints.real_vector
-
-    def __init__(self, main: dist.Distribution, defensive: dist.Distribution, weight: float):
-        self.main, self.defensive, self.weight = main, defensive, weight
-        super().__init__(main.batch_shape, main.event_shape, validate_args=False)
-
-    def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
-        main = self.main.sample(sample_shape)
-        defensive = self.defensive.sample(main.shape[: main.dim() - len(self.event_shape)])
-        pick = torch.rand(main.shape[: main.dim() - len(self.event_shape)], device=main.device) < self.weight
-        return torch.where(pick.reshape(pick.shape + (1,) * len(self.event_shape)), defensive, main)
-
-    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        return torch.logaddexp(
-            self.main.log_prob(value) + math.log1p(-self.weight), self.defensive.log_prob(value) + math.log(self.weight)
-        )
-
-
-class _GaussianMixture(dist.MixtureSameFamily):
-    """torch's mixture of ``K`` multivariate normals per batch element, sampled and scored
-    the fast way. torch draws from all ``K`` components and then picks one (``K`` times the
-    work), and scores with one small triangular solve per (sample, element, component); here
-    each draw comes from its own component only, and the density whitens all the samples of a
-    component at once, ``L^{-1} (x - mu)`` as one matrix product (at ``d = 40`` these were
-    most of the scorer's time). The density is the same."""
-
-    #: entries of gathered Cholesky factors held at once while sampling
-    MAX_ENTRIES = 2**22
-
-    def __init__(self, mixture, components: dist.MultivariateNormal, whitener: torch.Tensor | None = None):
-        """``whitener``: triangular ``W`` per component with ``W^T W`` the precision (default
-        ``L^{-1}`` of the components' ``scale_tril``, computed here)."""
-        super().__init__(mixture, components, validate_args=False)
-        if whitener is None:
-            tril = components.scale_tril
-            whitener = torch.linalg.solve_triangular(tril, torch.eye(tril.shape[-1], dtype=tril.dtype), upper=False)
-        self.whitener = whitener
-
-    def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
-        with torch.no_grad():
-            components = self.mixture_distribution.sample(sample_shape)  # sample_shape + batch_shape
-            normal = self.component_distribution
-            d = normal.event_shape[0]
-            loc, tril = normal.loc.reshape(-1, d), normal.scale_tril.reshape(-1, d, d)  # (batch * K, ...)
-            num_components = normal.batch_shape[-1]
-            rows = torch.arange(self.batch_shape.numel(), device=loc.device) * num_components
-            chosen = (rows + components.reshape(-1, self.batch_shape.numel())).reshape(-1)  # (samples * batch,)
-            draws = []
-            for piece in chosen.split(max(1, self.MAX_ENTRIES // (d * d))):
-                noise = torch.randn(len(piece), d, 1, dtype=loc.dtype, device=loc.device)
-                draws.append(loc[piece] + (tril[piece] @ noise).squeeze(-1))
-            return torch.cat(draws).reshape(components.shape + (d,))
-
-    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        normal, batch = self.component_distribution, self.batch_shape
-        d, num_components = normal.event_shape[0], normal.batch_shape[-1]
-        lead = value.shape[: value.dim() - 1 - len(batch)]
-        num_vectors, num_elements = lead.numel(), batch.numel()
-        vectors = value.expand(lead + batch + (d,)).reshape(num_vectors, num_elements, d).permute(1, 2, 0)
-        loc = normal.loc.expand(batch + (num_components, d)).reshape(num_elements, num_components, d, 1)
-        whitener = self.whitener.expand(batch + (num_components, d, d)).reshape(num_elements, num_components, d, d)
-        mahalanobis = (whitener @ (vectors.unsqueeze(1) - loc)).pow(2).sum(-2)  # (elements, K, vectors)
-        half_log_det = -whitener.diagonal(dim1=-2, dim2=-1).abs().log().sum(-1, keepdim=True)  # log |Sigma|^(1/2)
-        log_weights = torch.log_softmax(self.mixture_distribution.logits, -1).expand(batch + (num_components,))
-        log_prob = -0.5 * mahalanobis - half_log_det - 0.5 * d * math.log(2 * math.pi)
-        log_prob = (log_prob + log_weights.reshape(num_elements, num_components, 1)).logsumexp(1)
-        return log_prob.T.reshape(lead + batch)
 
 
 def laplace_mixture_proposal(
@@ -169,8 +93,8 @@ def laplace_mixture_proposal(
     eye = torch.eye(d, dtype=torch.float64, device=codes.device)
     if prior is None:
         prior = dist.MultivariateNormal(codes.new_zeros(d), scale_tril=eye.to(codes.dtype))
-    elif isinstance(prior, dist.MixtureSameFamily) and isinstance(prior.component_distribution, dist.MultivariateNormal):
-        prior = _GaussianMixture(prior.mixture_distribution, prior.component_distribution)  # the same density
+    else:
+        prior = fast_prior(prior)
     with torch.no_grad():
         outputs = decoder(codes)
     kernel = likelihood.anchor_kernel()  # log-weights log p(x | f(c_m)) + const: w_m
@@ -213,10 +137,10 @@ def laplace_mixture_proposal(
     def proposal(x: torch.Tensor) -> None:
         with torch.no_grad():
             log_weights, loc, scale_tril, whitener = components(x)
-        anchors = _GaussianMixture(
+        anchors = GaussianMixture(
             dist.Categorical(logits=log_weights), dist.MultivariateNormal(loc, scale_tril=scale_tril), whitener
         )
         with pyro.plate("data", len(x)):
-            pyro.sample(site, _DefensiveMixture(anchors, prior, prior_weight))
+            pyro.sample(site, DefensiveMixture(anchors, prior, prior_weight))
 
     return proposal

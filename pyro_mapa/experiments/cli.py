@@ -73,6 +73,11 @@ def _parser() -> argparse.ArgumentParser:
                          help="samples per point for the final test LL to start from (then x4 until stable)")
     compare.add_argument("--max-test-particles", type=int, default=8000,
                          help="at most this many samples per point for the final test LL (--test-particles or this if fewer, then x4 until stable)")
+    compare.add_argument("--scorer", choices=["auto", "laplace", "encoder"], default="auto",
+                         help="the scoring proposal, the same for every method: a Laplace mixture at the codes, or an "
+                              "encoder fitted to each trained model's posterior (auto: the encoder above 64 dimensions)")
+    compare.add_argument("--scorer-fit-steps", type=int, default=1000,
+                         help="Adam steps of the scoring encoder's fit at each checkpoint (three times this at the end)")
     compare.add_argument("--out", default="mapa-compare", help="folder for results.json and compare.png")
     compare.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
@@ -108,16 +113,18 @@ def main(argv: list[str] | None = None) -> int:
     else:
         split = load_split(args.dataset, args.num_train, args.seeds[0], latent_dim=args.latent_dim, hidden=args.hidden,
                            num_val=args.num_val, num_test=args.num_test)
+    scorer = args.scorer if args.scorer != "auto" else ("encoder" if split.train.shape[1] > 64 else "laplace")
     split, runs, tuning = run_comparison(
         split, methods, args.seeds, args.budget, learning_rates=tuple(args.lr), progress=progress,
         code_init=args.code_init, eval_particles=args.eval_particles, batch_size=args.batch_size,
         num_checkpoints=args.checkpoints, checkpoint_test=not args.no_checkpoint_test,
         test_particles=min(args.test_particles, args.max_test_particles), max_test_particles=args.max_test_particles,
+        scorer=scorer, scorer_fit_steps=args.scorer_fit_steps,
     )
     table = summary_table(split, runs)
     print(table)
     record = {"dataset": split.name, "split": split.describe(), "split_notes": split.notes, "budget": args.budget,
-              "settings": {k: v for k, v in vars(args).items() if k not in ("command", "out", "quiet")},
+              "settings": {k: v for k, v in vars(args).items() if k not in ("command", "out", "quiet")} | {"scorer": scorer},
               "true_test": split.true_test,
               "runs": [asdict(r) for r in runs], "tuning_runs": [asdict(r) for r in tuning], "table": table}
     (out / "results.json").write_text(json.dumps(record, indent=1))

@@ -10,10 +10,10 @@ a plateau). At each of ``num_checkpoints`` checkpoints the method becomes a
 continuous-prior model (:meth:`~pyro_mapa.experiments.methods.Method.continuous_prior`:
 ``N(0, I)`` for the VAE model, :func:`~pyro_mapa.fit_prior` on the codes for the
 empiricalized ones) and is scored on validation and test points by one estimator for
-all: importance sampling (:func:`~pyro_mapa.evaluation.importance_log_likelihood`) with
-a mixture of Laplace approximations anchored at the method's own training codes whose
-decoded means lie nearest the point, plus 0.1 of the prior
-(:func:`~pyro_mapa.evaluation.laplace_mixture_proposal`). The test log-likelihood is that
+all: importance sampling with the proposal ``scorer``
+(:class:`~pyro_mapa.experiments.scoring.ModelScorer`: a mixture of Laplace approximations
+anchored at the method's own training codes, or an encoder fitted to the model's
+posterior after training). The test log-likelihood is that
 of the checkpoint with the best validation log-likelihood, estimated with as many samples
 as it takes to be stable to 0.01 nats (:func:`~pyro_mapa.evaluation.stable_log_likelihood`).
 """
@@ -36,21 +36,18 @@ from pyro.optim import Adam
 from .._checks import check_count
 from .._progress import progress_bar
 from ..evaluation import (
-    LogLikelihood,
     empirical_log_likelihood,
     grid_log_likelihood,
-    importance_log_likelihood,
-    laplace_mixture_proposal,
     stable_log_likelihood,
 )
 from ..evaluation.likelihood import check_sample_range
-from ..models import Likelihood
 from .baselines import make_decoder
 from .counting import PassCounter
 from .methods import Method, build_method, parse_method
+from .scoring import ModelScorer
 from .split import Split
 
-__all__ = ["GRID_POINTS", "RunResult", "continuous_log_likelihood", "restore_params", "snapshot_params", "train_and_score"]
+__all__ = ["GRID_POINTS", "RunResult", "restore_params", "snapshot_params", "train_and_score"]
 
 #: Grid points per axis of the quadrature check, by latent dimension.
 GRID_POINTS = {1: 20001, 2: 801}
@@ -86,37 +83,6 @@ class RunResult:
     curve: list = field(default_factory=list)  # (decoder passes, val LL, test LL or NaN)
 
 
-def _continuous_model(decoder: torch.nn.Module, prior: dist.Distribution, likelihood: Likelihood):
-    def model(x):
-        with pyro.plate("data", len(x)):
-            z = pyro.sample("z", prior)
-            pyro.sample("x", likelihood.distribution(decoder(z)), obs=x)
-
-    return model
-
-
-def continuous_log_likelihood(
-    decoder: torch.nn.Module,
-    prior: dist.Distribution,
-    likelihood: Likelihood,
-    codes: torch.Tensor,
-    x: torch.Tensor,
-    num_particles: int,
-    k_hat: bool = False,
-) -> LogLikelihood:
-    """``log p(x_n)`` per point of ``x`` for the continuous-prior model ``z ~ prior``,
-    ``x ~ p(x | decoder(z))``, by the comparison's one estimator: importance sampling with
-    :func:`~pyro_mapa.evaluation.laplace_mixture_proposal` anchored at the model's training
-    ``codes`` (0.1 of it the prior), in chunks of at most 200 draws and 2^16 rows of ``x``
-    per chunk (memory stays bounded)."""
-    proposal = laplace_mixture_proposal(decoder, codes, likelihood, prior=prior)
-    chunk_size = max(1, min(num_particles, 200, 2**16 // len(x)))
-    return importance_log_likelihood(
-        _continuous_model(decoder, prior, likelihood), proposal, x,
-        num_particles=num_particles, chunk_size=chunk_size, max_plate_nesting=1, k_hat=k_hat,
-    )
-
-
 def snapshot_params() -> dict[str, torch.Tensor]:
     """A copy of every parameter in Pyro's param store (unconstrained values)."""
     return {name: value.detach().clone() for name, value in pyro.get_param_store().named_parameters()}
@@ -150,6 +116,8 @@ def train_and_score(
     test_particles: int = 2000,
     max_test_particles: int = 32000,
     checkpoint_test: bool = True,
+    scorer: str = "laplace",
+    scorer_fit_steps: int = 1000,
     progress: bool | None = False,
     inspect: Callable[[torch.nn.Module, dist.Distribution, torch.Tensor], None] | None = None,
 ) -> RunResult:
@@ -167,6 +135,10 @@ def train_and_score(
     :param method: a :class:`~pyro_mapa.experiments.methods.Method` or its name (``"mapa-5-10"``).
     :param checkpoint_test: score the test points at every checkpoint too (the curve's third
         column; ``False`` leaves it NaN and saves the time on large sets).
+    :param scorer: the importance-sampling proposal, ``"laplace"`` or ``"encoder"``
+        (:class:`~pyro_mapa.experiments.scoring.ModelScorer`); an encoder is fitted for
+        ``scorer_fit_steps`` Adam steps at each checkpoint and three times that before the
+        final score, its passes not counted in the budget.
     :param progress: a progress bar over the training budget (``None``: on a terminal only).
     :param code_init: where per-point codes start, as in
         :func:`~pyro_mapa.experiments.methods.build_method`.
@@ -191,16 +163,12 @@ def train_and_score(
     encoder_passes = PassCounter(encoder) if encoder is not None else None
     num_points = len(train)
     svi = SVI(model, guide, Adam({"lr": lr}), loss=loss)
+    score = ModelScorer(scorer, decoder, likelihood, train, d, split.hidden, scorer_fit_steps, 3 * scorer_fit_steps)
 
     def current_prior() -> tuple[dist.Distribution, torch.Tensor]:
         """The continuous prior of the current parameters, and the training codes."""
         codes = method.train_codes(setup, train)
         return method.continuous_prior(codes, seed), codes
-
-    def estimate(prior: dist.Distribution, codes: torch.Tensor, which: str, num_particles: int,
-                 k_hat: bool = False) -> LogLikelihood:
-        x = split.val if which == "val" else split.test
-        return continuous_log_likelihood(decoder, prior, likelihood, codes, x, num_particles, k_hat)
 
     best_state = {}
     next_checkpoint, elapsed = budget / num_checkpoints, 0.0
@@ -221,9 +189,9 @@ def train_and_score(
             with torch.no_grad(), torch.random.fork_rng(), ExitStack() as evaluation:
                 for counter in filter(None, (decoder_passes, encoder_passes)):
                     evaluation.enter_context(counter.paused())
-                prior, codes = current_prior()
-                val_ll = estimate(prior, codes, "val", eval_particles).value.mean().item()
-                test_ll = estimate(prior, codes, "test", eval_particles).value.mean().item() if checkpoint_test else math.nan
+                score.update(*current_prior())
+                val_ll = score(split.val, eval_particles).value.mean().item()
+                test_ll = score(split.test, eval_particles).value.mean().item() if checkpoint_test else math.nan
             result.checkpoint_seconds += time.perf_counter() - clock
             if val_ll > result.best_val_ll:
                 result.best_val_ll, result.passes_to_best, result.seconds_to_best = val_ll, passes, elapsed
@@ -240,10 +208,11 @@ def train_and_score(
     clock = time.perf_counter()
     with torch.no_grad():  # the best-validation checkpoint, scored once, until stable
         prior, codes = current_prior()
+        score.update(prior, codes, final=True)
         with warnings.catch_warnings():  # a poor k-hat is reported in the result and the table instead
             warnings.simplefilter("ignore", UserWarning)
             final, result.test_particles, result.test_converged = stable_log_likelihood(
-                lambda p: estimate(prior, codes, "test", p, k_hat=True), test_particles, max_test_particles
+                lambda p: score(split.test, p, k_hat=True), test_particles, max_test_particles
             )
         result.test_ll = final.value.mean().item()
         result.test_se = (final.stderr.square().mean() / len(split.test)).sqrt().item()

@@ -164,13 +164,13 @@ def test_the_mixture_draws_each_sample_from_its_own_component(float64):
     """The proposal's Gaussian mixture samples (one component per draw) against its own density:
     per batch element, the mean and covariance of 40,000 draws agree with the mixture's
     closed forms within Monte Carlo error, and every draw has finite density."""
-    from pyro_mapa.evaluation.proposals import _GaussianMixture
+    from pyro_mapa.evaluation.mixtures import GaussianMixture
 
     g = torch.Generator().manual_seed(6)
     loc = 3 * torch.randn(2, 3, 2, generator=g)  # (batch, K, d)
     tril = torch.linalg.cholesky(torch.eye(2) + 0.5 * torch.rand(2, 3, 2, 2, generator=g) @ torch.rand(2, 3, 2, 2, generator=g).mT)
     weights = torch.softmax(torch.randn(2, 3, generator=g), -1)
-    mixture = _GaussianMixture(dist.Categorical(weights), dist.MultivariateNormal(loc, scale_tril=tril))
+    mixture = GaussianMixture(dist.Categorical(weights), dist.MultivariateNormal(loc, scale_tril=tril))
     draws = mixture.sample((40000,))
     assert draws.shape == (40000, 2, 2) and torch.isfinite(mixture.log_prob(draws)).all()
     mean = (weights.unsqueeze(-1) * loc).sum(1)
@@ -184,6 +184,6 @@ def test_the_mixture_draws_each_sample_from_its_own_component(float64):
     points = 5 * torch.randn(7, 2, 2, generator=g)
     assert torch.allclose(mixture.log_prob(points), reference.log_prob(points), atol=1e-10)
     assert torch.allclose(mixture.log_prob(points[:, :1]), reference.log_prob(points[:, :1]), atol=1e-10)  # broadcast
-    shared = _GaussianMixture(dist.Categorical(weights[0]), dist.MultivariateNormal(loc[0], scale_tril=tril[0]))
+    shared = GaussianMixture(dist.Categorical(weights[0]), dist.MultivariateNormal(loc[0], scale_tril=tril[0]))
     shared_reference = dist.MixtureSameFamily(dist.Categorical(weights[0]), dist.MultivariateNormal(loc[0], scale_tril=tril[0]))
     assert torch.allclose(shared.log_prob(points), shared_reference.log_prob(points), atol=1e-10)  # one for all points

@@ -1,0 +1,137 @@
+r"""An importance-sampling proposal from an encoder fitted to a trained model's posterior.
+
+Where :func:`~pyro_mapa.evaluation.laplace_mixture_proposal` fails (at ``D = 784`` its
+weights have an effective sample size near 1: docs/math.md, section 5), the common fallback
+is an amortized Gaussian ``q_phi(z | x) = N(mu_phi(x), diag sigma_phi(x)^2)`` fitted *after*
+training to the trained model's posterior, with the model frozen: the parameters ``phi``
+maximise the per-datapoint importance-weighted bound
+
+.. math::
+    \mathcal{L}_S(\phi) = \sum_n \log \frac{1}{S} \sum_{s=1}^S
+        \frac{p(z_{n,s})\, p(x_n \mid f(z_{n,s}))}{q_\phi(z_{n,s} \mid x_n)}
+
+(:class:`~pyro_mapa.infer.IWAE_ELBO`; ``S > 1`` makes ``q_phi`` cover the posterior rather
+than sit inside it, which is what a proposal needs). It is the same for every method: the
+VAE's own encoder is not used, so a method is not scored by the encoder it trained with.
+The proposal mixes ``q_phi``, widened by ``inflation``, with the prior as a defensive
+component,
+
+.. math::
+    r(z \mid x) = w_0\, p(z) + (1 - w_0)\, N(z; \mu_\phi(x), \text{inflation}^2 \operatorname{diag} \sigma_\phi(x)^2),
+
+so that the weights stay bounded by ``p(x | f(z)) / w_0``. The estimate stays unbiased for
+any ``phi`` (its draws are independent of the fit), whichever points ``q_phi`` was fitted on.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import pyro
+import pyro.distributions as dist
+import torch
+
+from .._checks import check_count
+from .._progress import progress_bar
+from ..infer import IWAE_ELBO
+from ..models import Likelihood, as_likelihood
+from .mixtures import DefensiveMixture, fast_prior
+
+__all__ = ["EncoderProposal"]
+
+
+class EncoderProposal:
+    """A proposal guide ``proposal(x)`` for the latent site ``site`` of the model
+    ``z ~ prior``, ``x ~ p(x | decoder(z))`` in a plate over the rows of ``x``, whose main
+    component is an encoder fitted to that model's posterior by :meth:`fit`.
+
+    :param encoder: ``x -> (loc, log scale)`` concatenated on the last dimension (``2 d``
+        outputs); its parameters are fitted here, in place (nothing enters Pyro's param store).
+    :param decoder: ``f``, frozen while the encoder is fitted (its parameters get no gradient).
+    :param prior: the model's prior ``p(z)``, the defensive component too.
+    :param likelihood: the observation model, or a number: the Gaussian's ``sigma``.
+    :param num_particles: ``S`` of the fitting bound.
+    :param prior_weight: ``w_0``.
+    :param inflation: how much wider than ``q_phi`` the main component is.
+    :param lr: Adam's learning rate for the encoder.
+
+    The encoder carries over between calls of :meth:`fit` (a fit after a few more training
+    steps starts from the last one), and between models with the same latent dimension:
+    call :meth:`set_model` with the new decoder and prior.
+    """
+
+    def __init__(
+        self,
+        encoder: torch.nn.Module,
+        decoder: Callable[[torch.Tensor], torch.Tensor],
+        prior: dist.Distribution,
+        likelihood: Likelihood | float,
+        *,
+        num_particles: int = 5,
+        prior_weight: float = 0.1,
+        inflation: float = 1.0,
+        lr: float = 1e-3,
+        site: str = "z",
+    ):
+        if not 0.0 < prior_weight < 1.0:
+            raise ValueError(f"prior_weight must lie in (0, 1), got {prior_weight}")
+        if not inflation > 0:
+            raise ValueError(f"inflation must be positive, got {inflation}")
+        self.encoder, self.likelihood, self.site = encoder, as_likelihood(likelihood), site
+        self.prior_weight, self.inflation = prior_weight, inflation
+        self.bound = IWAE_ELBO(check_count(num_particles, "num_particles"), max_plate_nesting=1)
+        self.optimizer = torch.optim.Adam(encoder.parameters(), lr=lr)
+        self.set_model(decoder, prior)
+
+    def set_model(self, decoder: Callable[[torch.Tensor], torch.Tensor], prior: dist.Distribution) -> None:
+        """The model whose posterior the encoder is fitted to, and the proposal's defensive component."""
+        self.decoder, self.prior, self.defensive = decoder, prior, fast_prior(prior)
+
+    def _encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loc, log_scale = self.encoder(x).chunk(2, dim=-1)
+        return loc, log_scale.clamp(-10, 5).exp()
+
+    def _model(self, x: torch.Tensor) -> None:
+        with pyro.plate("data", len(x)):
+            z = pyro.sample(self.site, self.prior)
+            pyro.sample("x", self.likelihood.distribution(self.decoder(z)), obs=x)
+
+    def _fitting_guide(self, x: torch.Tensor) -> None:
+        with pyro.plate("data", len(x)):
+            pyro.sample(self.site, dist.Normal(*self._encode(x)).to_event(1))
+
+    def fit(self, data: torch.Tensor, num_steps: int, batch_size: int = 100, progress: bool | None = False) -> float:
+        """Take ``num_steps`` Adam steps on the bound over minibatches of ``data`` (drawn with
+        torch's global generator); the decoder's parameters keep their gradients untouched.
+
+        :returns: the bound per point, averaged over the last tenth of the steps.
+        """
+        check_count(num_steps, "num_steps")
+        check_count(batch_size, "batch_size")
+        frozen = [p for p in getattr(self.decoder, "parameters", list)() if p.requires_grad]
+        for p in frozen:
+            p.requires_grad_(False)
+        tail, tail_length = 0.0, max(1, num_steps // 10)
+        try:
+            with torch.enable_grad():
+                for step in progress_bar(range(num_steps), progress=progress, desc="scoring encoder", leave=False):
+                    x = data[torch.randint(0, len(data), (min(batch_size, len(data)),))]
+                    loss = self.bound.differentiable_loss(self._model, self._fitting_guide, x) / len(x)
+                    if not torch.isfinite(loss):
+                        raise ValueError(f"the fitting bound is {loss.item()} at step {step}: lower lr")
+                    self.optimizer.zero_grad()
+                    loss.backward()
+                    self.optimizer.step()
+                    if step >= num_steps - tail_length:
+                        tail -= loss.item() / tail_length
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
+        return tail
+
+    def __call__(self, x: torch.Tensor) -> None:
+        with torch.no_grad():
+            loc, scale = self._encode(x)
+        main = dist.Normal(loc, self.inflation * scale).to_event(1)
+        with pyro.plate("data", len(x)):
+            pyro.sample(self.site, DefensiveMixture(main, self.defensive, self.prior_weight))

@@ -1,0 +1,124 @@
+"""The comparison's one estimator of a trained model's log-likelihood (docs/math.md, section 5).
+
+Every method becomes a continuous-prior model ``z ~ p(z)``, ``x ~ p(x | f(z))`` at each
+checkpoint, and every such model is scored by importance sampling
+(:func:`~pyro_mapa.evaluation.importance_log_likelihood`) with one of two proposals, the
+same for all methods of a comparison:
+
+* ``"laplace"``: :func:`~pyro_mapa.evaluation.laplace_mixture_proposal`, anchored at the
+  model's own training codes, no fitting (good at small ``D``);
+* ``"encoder"``: :class:`~pyro_mapa.evaluation.EncoderProposal`, an encoder fitted to the
+  model's posterior on the training points after each checkpoint's training (continuing
+  from the previous checkpoint's encoder), never the VAE's own (needed at ``D = 784``,
+  where the Laplace mixture's weights have an effective sample size near 1).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import pyro
+import pyro.distributions as dist
+import torch
+
+from .._checks import check_count
+from ..evaluation import (
+    EncoderProposal,
+    LogLikelihood,
+    importance_log_likelihood,
+    laplace_mixture_proposal,
+)
+from ..models import Likelihood
+from .baselines import make_encoder
+
+__all__ = ["SCORERS", "ModelScorer", "continuous_log_likelihood", "continuous_model"]
+
+#: The proposals a comparison can score with.
+SCORERS = ("laplace", "encoder")
+
+
+def continuous_model(decoder: torch.nn.Module, prior: dist.Distribution, likelihood: Likelihood) -> Callable:
+    """``z ~ prior``, ``x ~ p(x | decoder(z))`` in a plate over the rows of ``x``."""
+
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", prior)
+            pyro.sample("x", likelihood.distribution(decoder(z)), obs=x)
+
+    return model
+
+
+def _estimate(model: Callable, proposal: Callable, x: torch.Tensor, num_particles: int, k_hat: bool) -> LogLikelihood:
+    """In chunks of at most 200 draws and 2^16 rows of ``x`` per chunk (memory stays bounded)."""
+    chunk_size = max(1, min(num_particles, 200, 2**16 // len(x)))
+    return importance_log_likelihood(
+        model, proposal, x, num_particles=num_particles, chunk_size=chunk_size, max_plate_nesting=1, k_hat=k_hat
+    )
+
+
+def continuous_log_likelihood(
+    decoder: torch.nn.Module,
+    prior: dist.Distribution,
+    likelihood: Likelihood,
+    codes: torch.Tensor,
+    x: torch.Tensor,
+    num_particles: int,
+    k_hat: bool = False,
+) -> LogLikelihood:
+    """``log p(x_n)`` per point of ``x`` for the continuous-prior model, by importance
+    sampling with :func:`~pyro_mapa.evaluation.laplace_mixture_proposal` anchored at the
+    model's training ``codes`` (0.1 of it the prior)."""
+    proposal = laplace_mixture_proposal(decoder, codes, likelihood, prior=prior)
+    return _estimate(continuous_model(decoder, prior, likelihood), proposal, x, num_particles, k_hat)
+
+
+class ModelScorer:
+    """Scores the current model of one run with the proposal ``kind`` (:data:`SCORERS`).
+
+    Call :meth:`update` with the model's prior and training codes whenever its parameters
+    changed, then the scorer itself on the points to score.
+
+    :param train: the training points, on which an ``"encoder"`` proposal is fitted.
+    :param hidden: the fitted encoder's hidden width (the decoder's).
+    :param fit_steps: Adam steps of the encoder's fit at each :meth:`update`.
+    :param final_fit_steps: the same before the final score (``update(..., final=True)``).
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        decoder: torch.nn.Module,
+        likelihood: Likelihood,
+        train: torch.Tensor,
+        latent_dim: int,
+        hidden: int,
+        fit_steps: int = 1000,
+        final_fit_steps: int = 3000,
+    ):
+        if kind not in SCORERS:
+            raise ValueError(f"unknown scorer {kind!r}; choose one of {', '.join(SCORERS)}")
+        self.kind, self.decoder, self.likelihood, self.train = kind, decoder, likelihood, train
+        self.fit_steps = check_count(fit_steps, "fit_steps")
+        self.final_fit_steps = check_count(final_fit_steps, "final_fit_steps")
+        self.encoder = make_encoder(train.shape[1], latent_dim, hidden).to(train) if kind == "encoder" else None
+        self._encoder_proposal: EncoderProposal | None = None
+        self.model = self.proposal = None
+
+    def update(self, prior: dist.Distribution, codes: torch.Tensor, final: bool = False) -> None:
+        """Score the model with this prior (and these training codes) from now on; ``final``:
+        fit the encoder for ``final_fit_steps``."""
+        self.model = continuous_model(self.decoder, prior, self.likelihood)
+        if self.kind == "laplace":
+            self.proposal = laplace_mixture_proposal(self.decoder, codes, self.likelihood, prior=prior)
+            return
+        if self._encoder_proposal is None:
+            self._encoder_proposal = EncoderProposal(self.encoder, self.decoder, prior, self.likelihood)
+        else:
+            self._encoder_proposal.set_model(self.decoder, prior)
+        self._encoder_proposal.fit(self.train, self.final_fit_steps if final else self.fit_steps)
+        self.proposal = self._encoder_proposal
+
+    def __call__(self, x: torch.Tensor, num_particles: int, k_hat: bool = False) -> LogLikelihood:
+        if self.model is None:
+            raise RuntimeError("call update() with the model's prior before scoring")
+        return _estimate(self.model, self.proposal, x, num_particles, k_hat)

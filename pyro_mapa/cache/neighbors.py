@@ -5,8 +5,10 @@ For each query ``x`` the table keeps the ``K_c`` indices ``m`` of largest
 and ``log`` of the tail mass ``sum`` of ``q`` over the other ``N - K_c`` indices.
 Queries are processed in row blocks of at most ``max_block_entries`` kernel
 entries, so no ``N x N`` matrix is ever held: peak memory is
-``O(N * K_c + max_block_entries)``. Tail terms smaller than ``e * tiny`` (``tiny``: the
-dtype's smallest normal number) relative to a row's largest weight count as that. Where
+``O(N * K_c + max_block_entries)``. The tail is summed relative to its own largest term,
+so that it is the same in float32 and float64 (to rounding) however small it is; terms
+smaller than ``e * tiny`` of that (``tiny``: the dtype's smallest normal number) count as
+that. Where
 the fused product loses digits to cancellation (float32 data, a small ``T``), the cached
 candidates' log-weights are recomputed exactly, by differences, once the search has found
 them (:meth:`~pyro_mapa.cache.Kernel.cancels`, :data:`REFINE_TOLERANCE`).
@@ -37,9 +39,8 @@ class NeighborTable(NamedTuple):
     :param index: ``(M, K_c)`` training indices, by decreasing ``q``.
     :param log_prob: ``(M, K_c)`` normalised ``log q(i = m | x)`` of those indices.
     :param log_tail: ``(M,)`` ``log`` of the mass ``q`` puts on the other indices
-        (``-inf`` when ``K_c = N``). It is floored near ``log((N - K_c) e tiny)``
-        relative to the top weight (``tiny``: the dtype's smallest normal number,
-        about ``e^-86`` in float32 and ``e^-707`` in float64); see :func:`exact_neighbors`.
+        (``-inf`` when ``K_c = N``), the same in float32 and float64 to rounding, however
+        small (it is summed relative to its own largest term; see :func:`exact_neighbors`).
     """
 
     index: torch.Tensor
@@ -113,15 +114,20 @@ def exact_neighbors(
     for start in progress_bar(starts, progress=progress, desc="MAPA neighbours", unit="block", leave=False):
         stop = min(start + rows_per_block, num_queries)
         logits = kernel.shifted_log_weights(queries[start:stop], data, buffer[: stop - start], column_shift)
-        top = logits.topk(num_cached, dim=1, sorted=True)
-        row_max = top.values[:, :1]
-        # the tail: the entries outside the top K_c, relative to the row's maximum (no
-        # overflow), in place. Terms below e * tiny (tiny: the smallest normal number)
-        # are raised to it: exp's subnormal path is ten times slower, and they change
-        # the tail mass by at most 3 N tiny relative to the largest weight.
-        weights = logits.sub_(row_max).clamp_(min=log_floor).exp_().scatter_(1, top.indices, 0.0)
-        tail = weights.sum(1).log_()  # relative to the row's largest weight
-        values, indices = top.values, top.indices
+        top = logits.topk(min(num_cached + 1, num_points), dim=1, sorted=True)
+        values, indices = top.values[:, :num_cached], top.indices[:, :num_cached]
+        if num_cached < num_points:
+            # the tail, relative to its own largest term (the (K_c + 1)-th weight), in place:
+            # no term the tail's mass depends on underflows, whatever the dtype, so the tail
+            # (and the proposal's lambda_n) is the same in float32 and float64 to rounding.
+            # Terms below e * tiny of that (tiny: the smallest normal number) are raised to
+            # it: exp's subnormal path is ten times slower, and they change the tail's mass
+            # by at most 3 N tiny of itself.
+            tail_max = top.values[:, num_cached:]
+            weights = logits.sub_(tail_max).clamp_(min=log_floor).exp_().scatter_(1, indices, 0.0)
+            tail = weights.sum(1).log_() + (tail_max.squeeze(1) - values[:, 0])  # relative to the row's largest
+        else:
+            tail = values.new_full((stop - start,), -math.inf)
         if refine:  # the candidates' exact values (the search found them; their log-weights lost digits)
             values = kernel.candidate_log_weights(queries[start:stop], data[indices])
             values, order = values.sort(dim=1, descending=True)

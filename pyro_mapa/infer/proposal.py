@@ -41,6 +41,19 @@ class ParticleProposal(Protocol):
     a Pyro distribution (its ``batch_shape`` and ``support`` are used too) that also offers
     the bound's particles."""
 
+    def tail_share(self, num_neighbors: int) -> torch.Tensor:
+        """``lambda_n``, the probability ``r_n`` puts on the uncached indices, per row of the
+        batch (flattened): ``max(T_n / (Q_n + T_n), defensive)``, 1 if no cached index lies
+        outside ``A_n``, 0 if every index is cached. Computed in log space from the cache's
+        ``log T_n``, it is the same for a float32 and a float64 cache (docs/math.md, section 2)."""
+        table = self.q.rows()
+        log_q_rest = table.log_prob[:, num_neighbors:].logsumexp(1)
+        if self.q.num_cached == self.q.num_points:
+            return torch.zeros_like(log_q_rest)
+        if num_neighbors >= self.q.num_cached:
+            return torch.ones_like(log_q_rest)
+        return (table.log_tail - torch.logaddexp(log_q_rest, table.log_tail)).exp().clamp_min(self.defensive)
+
     def index_particles(self, num_neighbors: int, num_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``K + S`` particles and their log-weights ``log w_p``, both ``(K + S,) + batch_shape``."""
 
@@ -79,6 +92,19 @@ class IndexProposal(TorchDistribution):
     def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
         return self.q.sample(sample_shape)
 
+    def tail_share(self, num_neighbors: int) -> torch.Tensor:
+        """``lambda_n``, the probability ``r_n`` puts on the uncached indices, per row of the
+        batch (flattened): ``max(T_n / (Q_n + T_n), defensive)``, 1 if no cached index lies
+        outside ``A_n``, 0 if every index is cached. Computed in log space from the cache's
+        ``log T_n``, it is the same for a float32 and a float64 cache (docs/math.md, section 2)."""
+        table = self.q.rows()
+        log_q_rest = table.log_prob[:, num_neighbors:].logsumexp(1)
+        if self.q.num_cached == self.q.num_points:
+            return torch.zeros_like(log_q_rest)
+        if num_neighbors >= self.q.num_cached:
+            return torch.ones_like(log_q_rest)
+        return (table.log_tail - torch.logaddexp(log_q_rest, table.log_tail)).exp().clamp_min(self.defensive)
+
     def index_particles(self, num_neighbors: int, num_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The ``K + S`` particles of the MAPA bound and their log-weights ``log w_p``: the
         ``K`` top neighbours ``A_n`` (``log w = 0``) and ``S`` draws ``m_s ~ r_n``
@@ -113,7 +139,7 @@ class IndexProposal(TorchDistribution):
 
     def _propose(self, table: NeighborTable, num_neighbors: int, num_samples: int):
         """``S`` draws from ``r_n`` per row and their ``log r_n``."""
-        index, log_prob, log_tail = table
+        index, log_prob, _ = table
         batch, num_points = index.shape[0], self.q.num_points
         rest_index, rest_log_prob = index[:, num_neighbors:], log_prob[:, num_neighbors:]
         num_uncached = num_points - self.q.num_cached
@@ -131,7 +157,7 @@ class IndexProposal(TorchDistribution):
         log_r = (rest_log_prob.gather(1, pick) - log_q_rest.unsqueeze(1)).T
         if num_uncached == 0:
             return values, log_r
-        lam = (log_tail - torch.logaddexp(log_q_rest, log_tail)).exp().clamp_min(self.defensive)
+        lam = self.tail_share(num_neighbors)
         from_tail = torch.rand(num_samples, batch, device=index.device) < lam
         values = torch.where(from_tail, sample_uncached(index, num_points, num_samples), values)
         log_r = torch.where(from_tail, lam.log() - math.log(num_uncached), log_r + torch.log1p(-lam))

@@ -51,3 +51,39 @@ def test_full_cache_sampled_particles_weigh_nothing():
     log_p = torch.zeros(7, 2)
     assert torch.all((log_p - log_w)[4:].exp() == 0)
     assert torch.isfinite(log_w).all()
+
+
+def test_the_tail_share_agrees_with_the_formula():
+    """lambda_n from tail_share against dense_r's mass on the uncached indices."""
+    table = random_table(batch=3, num_cached=5, tail=0.05)
+    for num_neighbors in (1, 3, 5):
+        for defensive in (0.0, 0.3):
+            r = dense_r(table, 12, num_neighbors, defensive)
+            uncached = torch.ones_like(r, dtype=torch.bool).scatter(1, table.index, False)
+            lam = IndexProposal(MAPAIndex(table, num_points=12), defensive).tail_share(num_neighbors)
+            assert torch.allclose(lam.double(), (r * uncached).sum(1), atol=1e-6)
+
+
+@pytest.mark.parametrize("kernel", ["bernoulli", "gaussian"])
+def test_float32_and_float64_caches_give_the_same_proposal(kernel):
+    """Issue 15: binary 784-pixel images with the sharp default kernel put q(n | x_n) near 1
+    and a tail near e^-176, below float32's old floor (e^-75 relative to the top weight): the
+    float32 tail sat on the floor and lambda_n was 1 there, the defensive 0.1 in float64. Now
+    the log tails agree to 1e-3 of themselves and lambda_n to 1e-3, whatever the dtype."""
+    from pyro_mapa import MAPAPosterior
+    from pyro_mapa.cache import Kernel
+
+    g = torch.Generator().manual_seed(0)
+    prototypes = (torch.rand(20, 784, generator=g) < 0.3).double()
+    x = (prototypes[torch.randint(0, 20, (400,), generator=g)] + (torch.rand(400, 784, generator=g, dtype=torch.float64) < 0.05)) % 2
+    if kernel == "bernoulli":
+        fit = lambda data: MAPAPosterior.fit(data, kernel=Kernel.bernoulli(eps=0.1), num_cached=8)  # noqa: E731
+    else:
+        fit = lambda data: MAPAPosterior.fit(data, kernel=Kernel.gaussian(bandwidth=0.5), num_cached=8)  # noqa: E731
+    p64, p32 = fit(x), fit(x.float())
+    assert p64.table.log_tail.max() < -100  # far below the old float32 floor
+    assert torch.allclose(p32.table.log_tail.double(), p64.table.log_tail, rtol=1e-3, atol=0)
+    for num_neighbors in (1, 4):
+        lam64 = IndexProposal(p64.index_distribution()).tail_share(num_neighbors)
+        lam32 = IndexProposal(p32.index_distribution()).tail_share(num_neighbors)
+        assert (lam32.double() - lam64).abs().max() < 1e-3

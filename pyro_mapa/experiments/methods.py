@@ -18,7 +18,7 @@ from pyro.infer import Trace_ELBO
 from pyro.infer.autoguide import AutoDelta, AutoNormal, init_to_value
 
 from ..cache import Kernel, MAPAPosterior
-from ..infer import IWAE_ELBO, MAPA_ELBO, MAPAGuide
+from ..infer import DEFAULT_DEFENSIVE, IWAE_ELBO, MAPA_ELBO, MAPAGuide
 from ..models import Likelihood, fit_prior, pca_codes
 from .baselines import empirical_model, encoder_guide, make_encoder, vae_model
 from .split import Split
@@ -165,21 +165,35 @@ class MAPA(Method):
         with ``T`` calibrated to that median perplexity (:meth:`~pyro_mapa.Kernel.auto`);
         ``"eps<eps>"``, the Bernoulli kernel of that flip probability. Named after an ``@``:
         ``"mapa-1-10@p10"``.
+    :param defensive: the least share ``lambda_n`` of the ``S`` draws that go to the uncached
+        indices (:class:`~pyro_mapa.infer.IndexProposal`); named ``d<share>`` after the ``@``,
+        comma-separated from a kernel: ``"mapa-1-10@p10,d0.99"``.
     """
 
     num_neighbors: int
     num_samples: int
     kernel: str = ""
+    defensive: float = DEFAULT_DEFENSIVE
     kind = "mapa"
     empirical = True
 
     def __post_init__(self):
         if self.kernel:
             self.cache_kernel(None)  # a bad spec is named at once, before any data
+        if not 0.0 <= self.defensive < 1.0:
+            raise ValueError(f"{self.kind}: the defensive share must lie in [0, 1), got d{self.defensive:g}")
+
+    @property
+    def options(self) -> str:
+        """What follows the ``@`` in the label (empty for the defaults)."""
+        options = [self.kernel] if self.kernel else []
+        if self.defensive != DEFAULT_DEFENSIVE:
+            options.append(f"d{self.defensive:g}")
+        return "@" + ",".join(options) if options else ""
 
     @property
     def label(self) -> str:
-        return f"mapa-{self.num_neighbors}-{self.num_samples}" + (f"@{self.kernel}" if self.kernel else "")
+        return f"mapa-{self.num_neighbors}-{self.num_samples}{self.options}"
 
     def cache_kernel(self, likelihood: Likelihood | None) -> Kernel:
         """The cache's kernel for data of ``likelihood`` (see the class docstring)."""
@@ -207,7 +221,7 @@ class MAPA(Method):
         model = empirical_model(decoder, split.likelihood, num_points, split.latent_dim, init_codes)
         kernel = self.cache_kernel(split.likelihood)
         posterior = MAPAPosterior.fit(split.train, kernel=kernel, num_cached=self.num_cached(num_points), progress=False)
-        guide = MAPAGuide(model, posterior, create_plates=_create_plates(num_points))
+        guide = MAPAGuide(model, posterior, create_plates=_create_plates(num_points), defensive=self.defensive)
         # a minibatch is enough (the guide holds no per-point parameters), and a trace of all N points
         # would draw the model's i ~ Categorical(N) for each: N^2 work at N = 50,000
         return TrainingSetup(model, _set_up(guide, split.train, num_points=100), self.bound(num_points), None)
@@ -230,7 +244,7 @@ class Exact(MAPA):
 
     @property
     def label(self) -> str:
-        return "exact" + (f"@{self.kernel}" if self.kernel else "")
+        return "exact" + self.options
 
     def num_cached(self, num_points: int) -> int:
         return min(num_points, 64)
@@ -260,16 +274,25 @@ def parse_method(name: str) -> Method:
     >>> parse_method("mapa-1-10@p10").label
     'mapa-1-10@p10'
     """
-    base, _, kernel = name.partition("@")
+    base, _, options = name.partition("@")
     kind, *numbers = base.split("-")
     if kind not in METHODS or len(numbers) != METHODS[kind][1] or not all(n.isdigit() for n in numbers):
         raise ValueError(f"unknown method {name!r}: use vae, iwae-S, autonormal, autodelta, mapa-K-S or exact")
     method_class, numbers = METHODS[kind][0], [int(n) for n in numbers]
-    if not kernel:
+    if not options:
         return method_class(*numbers)
     if not issubclass(method_class, MAPA):
         raise ValueError(f"method {name!r}: only mapa-K-S and exact take a cache kernel after '@'")
-    return method_class(*numbers, kernel=kernel)
+    settings = {}
+    for option in options.split(","):
+        if option.startswith("d") and method_class is MAPA:
+            try:
+                settings["defensive"] = float(option[1:])
+            except ValueError:
+                raise ValueError(f"method {name!r}: bad defensive share {option!r} (e.g. d0.5)") from None
+        else:
+            settings["kernel"] = option
+    return method_class(*numbers, **settings)
 
 
 def build_method(method: str | Method, split: Split, decoder: torch.nn.Module, code_init: str = "pca") -> TrainingSetup:

@@ -317,5 +317,15 @@ def test_mapa_names_its_cache_kernel(split):
     assert median_perplexity(kernel.log_weights(split.train, split.train)) == pytest.approx(5.0, rel=1e-3)
     with pytest.raises(ValueError, match="only mapa-K-S and exact take a cache kernel"):
         parse_method("vae@p5")
+    both = parse_method("mapa-1-10@p10,d0.99")
+    assert (both.kernel, both.defensive, both.label) == ("p10", 0.99, "mapa-1-10@p10,d0.99")
+    assert parse_method("mapa-1-10@d0.5").label == "mapa-1-10@d0.5" and parse_method("mapa-1-10@d0.1").label == "mapa-1-10"
+    pyro.clear_param_store()
+    setup = build_method(parse_method("mapa-2-3@d0.7"), split, make_decoder(1, 2))
+    assert setup.guide.defensive == 0.7  # the guide's proposal gets it
+    with pytest.raises(ValueError, match=r"must lie in \[0, 1\), got d1"):
+        parse_method("mapa-1-10@d1")
+    with pytest.raises(ValueError, match="bad defensive share"):
+        parse_method("mapa-1-10@dx")
     with pytest.raises(ValueError, match="unknown kernel 'q5'"):
         parse_method("mapa-1-1@q5")

@@ -7,6 +7,10 @@ fixed ``sigma``, or a Bernoulli over logits):
 * the VAE model ``z ~ N(0, I)``, ``x ~ p(x | f(z))`` in a subsampled data plate, with an
   amortized Gaussian encoder guide (VAE, IWAE) or Pyro's ``AutoNormal`` / ``AutoDelta``
   (non-amortized local latents);
+* the VAE model with a learned prior: VampPrior's mixture of the encoder at ``K`` learned
+  pseudo-inputs (:func:`vampprior_model`), or Exemplar VAE's mixture at the encoder means of
+  the training points, leave-one-out, over each point's retrieved neighbours
+  (:func:`exemplar_model`);
 * the empiricalized model, ``i ~ Categorical(N)``, ``x ~ p(x | f(z_i))``, whose decoder runs
   on the distinct indices of a step (:func:`~pyro_mapa.decode_unique`), scored by the
   likelihood's gathered form (:class:`~pyro_mapa.GatheredNormal`,
@@ -15,15 +19,26 @@ fixed ``sigma``, or a Bernoulli over logits):
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro.distributions import constraints
 
 from ..models import Likelihood, as_likelihood, decode_unique
 
-__all__ = ["empirical_model", "encoder_guide", "make_decoder", "make_encoder", "vae_model"]
+__all__ = [
+    "empirical_model",
+    "encoder_guide",
+    "exemplar_model",
+    "make_decoder",
+    "make_encoder",
+    "vae_model",
+    "vamp_prior",
+    "vampprior_model",
+]
 
 
 def make_decoder(latent_dim: int, obs_dim: int, hidden: int = 50) -> torch.nn.Module:
@@ -49,6 +64,63 @@ def vae_model(decoder: torch.nn.Module, likelihood: Likelihood | float, num_poin
         pyro.module("decoder", decoder)
         with pyro.plate("data", num_points, subsample=idx):
             z = pyro.sample("z", dist.Normal(torch.zeros(latent_dim), 1.0).to_event(1))
+            pyro.sample("x", likelihood.distribution(decoder(z)), obs=x)
+
+    return model
+
+
+def vamp_prior(encoder: torch.nn.Module, pseudo_inputs: torch.Tensor) -> dist.Distribution:
+    """VampPrior (Tomczak and Welling 2018): ``p(z) = (1/K) sum_k q(z | u_k)``, the encoder's
+    Gaussians at the ``K`` pseudo-inputs ``u_k``."""
+    loc, log_scale = encoder(pseudo_inputs).chunk(2, dim=-1)
+    components = dist.Normal(loc, log_scale.clamp(-10, 5).exp()).to_event(1)
+    return dist.MixtureSameFamily(dist.Categorical(logits=loc.new_zeros(len(pseudo_inputs))), components)
+
+
+def vampprior_model(
+    decoder: torch.nn.Module, encoder: torch.nn.Module, likelihood: Likelihood, num_points: int,
+    init_pseudo_inputs: torch.Tensor,
+) -> Callable:
+    """``z ~ vamp_prior(encoder, u)``, ``x ~ p(x | f(z))``, with learned pseudo-inputs ``u``
+    (in ``[0, 1]`` for binary data), started at ``init_pseudo_inputs``; ``model(x, idx)``."""
+    constraint = constraints.unit_interval if likelihood.binary else constraints.real
+
+    def model(x, idx=None):
+        pyro.module("decoder", decoder)
+        pyro.module("encoder", encoder)
+        pseudo_inputs = pyro.param("pseudo_inputs", init_pseudo_inputs.clone(), constraint=constraint)
+        with pyro.plate("data", num_points, subsample=idx):
+            z = pyro.sample("z", vamp_prior(encoder, pseudo_inputs))
+            pyro.sample("x", likelihood.distribution(decoder(z)), obs=x)
+
+    return model
+
+
+def exemplar_model(
+    decoder: torch.nn.Module, encoder: torch.nn.Module, likelihood: Likelihood, train: torch.Tensor,
+    neighbors: torch.Tensor,
+) -> Callable:
+    r"""Exemplar VAE's model (Norouzi, Fleet, Norouzi 2020) on the training points ``train``:
+    for point ``n``, ``z ~ (1 / (N - 1)) sum_{m != n} N(mu_phi(x_m), s^2 I)``, the sum
+    restricted to ``n``'s retrieved ``neighbors[n]`` (``N x R`` indices; ``n`` itself is
+    masked out wherever it appears), then ``x ~ p(x | f(z))``. The restricted sum keeps the
+    weight ``1 / (N - 1)`` of each term, so its density is a lower bound of the full
+    leave-one-out prior's and the ELBO stays a bound. ``s`` is learned (``exemplar_scale``).
+    Called as ``model(x, idx)``."""
+    num_points = len(train)
+
+    def model(x, idx=None):
+        pyro.module("decoder", decoder)
+        pyro.module("encoder", encoder)
+        scale = pyro.param("exemplar_scale", torch.tensor(1.0, dtype=train.dtype), constraint=constraints.positive)
+        with pyro.plate("data", num_points, subsample=idx) as rows:
+            found = neighbors[rows]  # (B, R)
+            loc = encoder(train[found.reshape(-1)]).chunk(2, dim=-1)[0].reshape(*found.shape, -1)
+            logits = torch.where(found == rows.unsqueeze(-1), -math.inf, 0.0).to(loc.dtype)  # leave-one-out
+            components = dist.Normal(loc, scale).to_event(1)
+            # the mixture normalises its weights over the R retrieved; each term's weight is 1 / (N - 1)
+            pyro.factor("exemplar_weight", logits.logsumexp(-1) - math.log(num_points - 1))
+            z = pyro.sample("z", dist.MixtureSameFamily(dist.Categorical(logits=logits), components))
             pyro.sample("x", likelihood.distribution(decoder(z)), obs=x)
 
     return model

@@ -19,8 +19,16 @@ from pyro.infer.autoguide import AutoDelta, AutoNormal, init_to_value
 
 from ..cache import Kernel, MAPAPosterior
 from ..infer import DEFAULT_DEFENSIVE, IWAE_ELBO, MAPA_ELBO, MAPAGuide
-from ..models import Likelihood, fit_prior, pca_codes
-from .baselines import empirical_model, encoder_guide, make_encoder, vae_model
+from ..models import ExemplarMixture, Likelihood, fit_prior, pca_codes
+from .baselines import (
+    empirical_model,
+    encoder_guide,
+    exemplar_model,
+    make_encoder,
+    vae_model,
+    vamp_prior,
+    vampprior_model,
+)
 from .split import Split
 
 __all__ = [
@@ -29,11 +37,13 @@ __all__ = [
     "AutoNormalMethod",
     "Exact",
     "IWAE",
+    "ExemplarVAE",
     "IWAEDReG",
     "MAPA",
     "Method",
     "TrainingSetup",
     "VAE",
+    "VampPrior",
     "build_method",
     "parse_method",
 ]
@@ -75,8 +85,9 @@ class Method(ABC):
         """The training points' codes under the current parameters (the scorer's anchors)."""
         raise NotImplementedError
 
-    def continuous_prior(self, codes: torch.Tensor, seed: int) -> dist.Distribution:
-        """The prior of the continuous model the method is scored as: ``N(0, I)``."""
+    def continuous_prior(self, setup: TrainingSetup, codes: torch.Tensor, seed: int) -> dist.Distribution:
+        """The prior of the continuous model the method is scored as (``codes``: the training
+        points' codes under the current parameters): ``N(0, I)``."""
         return dist.Normal(torch.zeros(codes.shape[1]), 1.0).to_event(1)
 
 
@@ -143,6 +154,60 @@ class IWAEDReG(IWAE):
 
     def loss(self) -> pyro.infer.ELBO:
         return IWAE_ELBO(self.num_particles, max_plate_nesting=1, estimator="dreg")
+
+
+@dataclass(frozen=True)
+class VampPrior(VAE):
+    """The VAE with VampPrior's learned mixture prior of the encoder at ``K`` pseudo-inputs
+    (:func:`~pyro_mapa.experiments.baselines.vampprior_model`; ``vampprior-K``, the paper's
+    ``K = 500``: ``vampprior-500``), trained with ``Trace_ELBO``. The pseudo-inputs start at training points drawn by the
+    seed (pulled 5% towards 1/2 for binary data, inside the unit interval); their encoder
+    passes count among the encoder's."""
+
+    num_pseudo_inputs: int
+    kind = "vampprior"
+
+    @property
+    def label(self) -> str:
+        return f"vampprior-{self.num_pseudo_inputs}"
+
+    def setup(self, split, decoder, init_codes):
+        (num_points, obs_dim), d = split.train.shape, split.latent_dim
+        encoder = make_encoder(obs_dim, d, split.hidden)
+        start = split.train[torch.randint(0, num_points, (self.num_pseudo_inputs,))]
+        if split.likelihood.binary:
+            start = 0.9 * start + 0.05
+        model = vampprior_model(decoder, encoder, split.likelihood, num_points, start)
+        return TrainingSetup(model, encoder_guide(encoder, num_points), self.loss(), encoder)
+
+    def continuous_prior(self, setup, codes, seed):
+        """The learned VampPrior itself."""
+        return vamp_prior(setup.encoder, pyro.param("pseudo_inputs"))
+
+
+@dataclass(frozen=True)
+class ExemplarVAE(VAE):
+    """Exemplar VAE (:func:`~pyro_mapa.experiments.baselines.exemplar_model`): the prior of
+    point ``n`` a mixture at the encoder means of its ``R = 10`` nearest training points
+    (itself left out), retrieved once by the MAPA cache of the likelihood's kernel (the same
+    search MAPA uses), one learned scale ``s``; ``Trace_ELBO``. Each step encodes the ``R + 1``
+    retrieved points of every datapoint (counted as encoder passes). Scored with the full
+    prior over all ``N`` training points' encoder means (:class:`~pyro_mapa.models.ExemplarMixture`)."""
+
+    num_retrieved: int = 10
+    kind = "exemplar"
+
+    def setup(self, split, decoder, init_codes):
+        (num_points, obs_dim), d = split.train.shape, split.latent_dim
+        encoder = make_encoder(obs_dim, d, split.hidden)
+        cache = MAPAPosterior.fit(split.train, kernel=split.likelihood.cache_kernel(),
+                                  num_cached=min(self.num_retrieved + 1, num_points), progress=False)
+        model = exemplar_model(decoder, encoder, split.likelihood, split.train, cache.table.index)
+        return TrainingSetup(model, encoder_guide(encoder, num_points), self.loss(), encoder)
+
+    def continuous_prior(self, setup, codes, seed):
+        """``(1/N) sum_m N(mu_phi(x_m), s^2 I)`` over every training point."""
+        return ExemplarMixture(codes, pyro.param("exemplar_scale").detach())
 
 
 @dataclass(frozen=True)
@@ -245,7 +310,7 @@ class MAPA(Method):
     def train_codes(self, setup, train):
         return pyro.param("codes").detach()
 
-    def continuous_prior(self, codes, seed):
+    def continuous_prior(self, setup, codes, seed):
         """A 10-component Gaussian mixture fitted to the codes (:func:`~pyro_mapa.fit_prior`)."""
         return fit_prior(codes, "gmm", num_components=10, seed=seed)
 
@@ -274,6 +339,8 @@ METHODS: dict[str, tuple[type[Method], int]] = {
     "vae": (VAE, 0),
     "iwae": (IWAE, 1),
     "iwae-dreg": (IWAEDReG, 1),
+    "vampprior": (VampPrior, 1),
+    "exemplar": (ExemplarVAE, 0),
     "autonormal": (AutoNormalMethod, 0),
     "autodelta": (AutoDeltaMethod, 0),
     "mapa": (MAPA, 2),
@@ -282,7 +349,8 @@ METHODS: dict[str, tuple[type[Method], int]] = {
 
 
 def parse_method(name: str) -> Method:
-    """The method named ``"vae"``, ``"iwae-S"``, ``"iwae-dreg-S"``, ``"autonormal"``, ``"autodelta"``,
+    """The method named ``"vae"``, ``"iwae-S"``, ``"iwae-dreg-S"``, ``"vampprior-K"``, ``"exemplar"``,
+    ``"autonormal"``, ``"autodelta"``,
     ``"mapa-K-S"`` or ``"exact"``; MAPA's may name its cache's kernel after an ``@``
     (:class:`MAPA`).
 
@@ -296,7 +364,8 @@ def parse_method(name: str) -> Method:
     numbers = base[len(kind) + 1:].split("-") if kind is not None and base != kind else []
     if kind is None or len(numbers) != METHODS[kind][1] or not all(n.isdigit() for n in numbers):
         raise ValueError(
-            f"unknown method {name!r}: use vae, iwae-S, iwae-dreg-S, autonormal, autodelta, mapa-K-S or exact"
+            f"unknown method {name!r}: use vae, iwae-S, iwae-dreg-S, vampprior-K, exemplar, autonormal, autodelta, "
+            "mapa-K-S or exact"
         )
     method_class, numbers = METHODS[kind][0], [int(n) for n in numbers]
     if not options:

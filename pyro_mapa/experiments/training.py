@@ -168,7 +168,7 @@ def train_and_score(
     def current_prior() -> tuple[dist.Distribution, torch.Tensor]:
         """The continuous prior of the current parameters, and the training codes."""
         codes = method.train_codes(setup, train)
-        return method.continuous_prior(codes, seed), codes
+        return method.continuous_prior(setup, codes, seed), codes
 
     best_state = {}
     next_checkpoint, elapsed = budget / num_checkpoints, 0.0

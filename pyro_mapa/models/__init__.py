@@ -2,6 +2,7 @@
 objects, starting codes, and the final model's fitted prior (docs/math.md, section 1)."""
 
 from .decode import decode, decode_unique
+from .exemplar import ExemplarMixture
 from .gathered import GatheredBernoulli, GatheredNormal
 from .initialization import pca_codes
 from .likelihoods import (
@@ -14,6 +15,7 @@ from .priors import fit_prior
 
 __all__ = [
     "BernoulliLikelihood",
+    "ExemplarMixture",
     "GatheredBernoulli",
     "GatheredNormal",
     "Likelihood",

@@ -261,13 +261,14 @@ def test_cli_runs_a_users_binary_array_end_to_end(tmp_path, capsys):
     out = tmp_path / "run"
     main(["compare", "--data", str(tmp_path / "small.npz"), "--likelihood", "bernoulli", "--latent-dim", "2",
           "--hidden", "16", "--seeds", "0", "--budget", "2000", "--methods", "vae", "iwae-3", "iwae-dreg-3",
-          "autodelta", "mapa-2-3", "exact", "--checkpoints", "2", "--eval-particles", "20", "--test-particles", "50",
+          "vampprior-5", "exemplar", "autodelta", "mapa-2-3", "exact", "--checkpoints", "2", "--eval-particles", "20", "--test-particles", "50",
           "--max-test-particles", "50", "--out", str(out), "--quiet"])
     printed = capsys.readouterr().out
     assert "small: N = 120, D = 12, bernoulli, latent 2, hidden 16 x 2" in printed
     record = json.loads((out / "results.json").read_text())
     assert record["split_notes"]["sizes (train, val, test)"] == [120, 15, 15]
-    assert {r["method"] for r in record["runs"]} == {"vae", "iwae-3", "iwae-dreg-3", "autodelta", "mapa-2-3", "exact"}
+    assert {r["method"] for r in record["runs"]} == {"vae", "iwae-3", "iwae-dreg-3", "vampprior-5", "exemplar", "autodelta",
+                                                  "mapa-2-3", "exact"}
     for run in record["runs"]:
         assert math.isfinite(run["test_ll"]) and run["test_ll"] < 0  # log-probabilities of binary data
         assert run["grid_test_ll"] is not None and abs(run["grid_test_ll"] - run["test_ll"]) < 1.0

@@ -1,0 +1,87 @@
+"""VampPrior and the exemplar prior against direct logsumexps over their components, the
+leave-one-out mask, full batch and subsampled."""
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+
+from pyro_mapa.experiments.baselines import (
+    exemplar_model,
+    make_decoder,
+    make_encoder,
+    vamp_prior,
+    vampprior_model,
+)
+from pyro_mapa.models import ExemplarMixture, NormalLikelihood
+
+
+def normal_log_prob(z, loc, scale):
+    """log N(z; loc, diag scale^2), written out."""
+    return (-0.5 * ((z - loc) / scale) ** 2 - torch.log(scale) - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+@pytest.mark.parametrize("max_entries", [2**22, 7])
+def test_the_exemplar_mixture_is_its_logsumexp(float64, max_entries):
+    g = torch.Generator().manual_seed(0)
+    locs, z = torch.randn(50, 3, generator=g), 3 * torch.randn(4, 6, 3, generator=g)
+    prior = ExemplarMixture(locs, 0.7, max_entries=max_entries)
+    direct = normal_log_prob(z.unsqueeze(-2), locs, torch.tensor(0.7)).logsumexp(-1) - math.log(50)
+    assert torch.allclose(prior.log_prob(z), direct, atol=1e-6, rtol=0)
+    draws = prior.sample(torch.Size([20000]))
+    assert torch.allclose(draws.mean(0), locs.mean(0), atol=0.05)  # each component 1/M of the time
+    with pytest.raises(ValueError, match="scale must be positive"):
+        ExemplarMixture(locs, 0.0)
+
+
+def test_the_vampprior_is_its_logsumexp(float64):
+    torch.manual_seed(0)
+    encoder = make_encoder(5, 2, 8).double()
+    pseudo_inputs = torch.randn(7, 5)
+    z = torch.randn(3, 4, 2)
+    loc, log_scale = encoder(pseudo_inputs).chunk(2, -1)
+    direct = normal_log_prob(z.unsqueeze(-2), loc, log_scale.exp()).logsumexp(-1) - math.log(7)
+    assert torch.allclose(vamp_prior(encoder, pseudo_inputs).log_prob(z), direct, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("subsample", [None, [4, 0, 2]])
+def test_the_exemplar_model_leaves_each_point_out(float64, subsample):
+    """Point n's prior density: logsumexp over its retrieved m != n of N(z; mu(x_m), s^2 I)
+    minus log(N - 1), whether n is among its neighbours (masked) or not."""
+    pyro.clear_param_store()
+    torch.manual_seed(1)
+    train = torch.randn(6, 4)
+    neighbors = torch.tensor([[0, 1, 2], [1, 0, 5], [3, 4, 5], [3, 2, 1], [4, 3, 0], [0, 1, 2]])  # row 5 lacks itself
+    encoder, decoder = make_encoder(4, 2, 8).double(), make_decoder(2, 4, 8).double()
+    model = exemplar_model(decoder, encoder, NormalLikelihood(0.5), train, neighbors)
+    idx = None if subsample is None else torch.tensor(subsample)
+    rows = torch.arange(6) if idx is None else idx
+    trace = pyro.poutine.trace(model).get_trace(train[rows], idx)
+    trace.compute_log_prob()
+    z = trace.nodes["z"]["value"]
+    prior_log_prob = trace.nodes["z"]["unscaled_log_prob"] + trace.nodes["exemplar_weight"]["unscaled_log_prob"]
+    means = encoder(train).chunk(2, -1)[0]
+    scale = pyro.param("exemplar_scale")
+    for j, n in enumerate(rows.tolist()):
+        others = [m for m in neighbors[n].tolist() if m != n]
+        direct = normal_log_prob(z[j], means[others], scale).logsumexp(0) - math.log(5)
+        assert prior_log_prob[j].item() == pytest.approx(direct.item(), abs=1e-6)
+    logits = trace.nodes["z"]["fn"].mixture_distribution.logits
+    assert torch.equal(torch.isinf(logits), neighbors[rows] == rows.unsqueeze(-1))  # exactly the point itself
+
+
+def test_the_vampprior_model_keeps_binary_pseudo_inputs_in_the_unit_interval():
+    pyro.clear_param_store()
+    encoder, decoder = make_encoder(4, 2, 8), make_decoder(2, 4, 8)
+    from pyro_mapa.models import BernoulliLikelihood
+
+    model = vampprior_model(decoder, encoder, BernoulliLikelihood(), 10, torch.full((3, 4), 0.5))
+    model(torch.ones(10, 4))
+    unconstrained = pyro.get_param_store().get_param("pseudo_inputs").unconstrained()
+    assert pyro.get_param_store().get_param("pseudo_inputs").shape == (3, 4)
+    with torch.no_grad():
+        unconstrained.add_(100.0)  # far outside: still inside [0, 1] after the transform
+    assert ((pyro.param("pseudo_inputs") >= 0) & (pyro.param("pseudo_inputs") <= 1)).all()
+    assert isinstance(vamp_prior(encoder, pyro.param("pseudo_inputs")), dist.MixtureSameFamily)

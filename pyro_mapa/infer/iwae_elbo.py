@@ -8,7 +8,7 @@ Pyro's ``RenyiELBO(alpha=0)`` takes one logsumexp over the whole minibatch, whic
 is not a valid bound under subsampling; this one takes it per datapoint and
 applies the subsampling scale ``s_n`` after it (:mod:`pyro_mapa.infer.importance`).
 
-**Doubly-reparameterized gradients** (``estimator="dreg"``). With ``log w_s = log p(x, z_s)
+**Doubly-reparameterized gradients** (``estimator="dreg"``; docs/math.md, section 4). With ``log w_s = log p(x, z_s)
 - log q_phi(z_s | x)``, ``z_s = g_phi(eps_s)`` and normalised weights
 ``w~_s = w_s / sum_t w_t``, the standard gradient of the guide's parameters carries the
 score term ``-sum_s w~_s d log q_phi / d phi``, whose signal-to-noise ratio falls as ``S``

@@ -1,4 +1,4 @@
-r"""The exemplar prior: an equally weighted mixture of isotropic Gaussians at given points.
+r"""The exemplar prior: an equally weighted mixture of isotropic Gaussians at given points (docs/math.md, section 4).
 
 Exemplar VAE (Norouzi, Fleet, Norouzi 2020) puts the prior
 

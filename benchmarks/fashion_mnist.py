@@ -43,7 +43,7 @@ from pyro_mapa.experiments import (
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "fashion-mnist"
 METHODS = ["vae", "mapa-1-10", "iwae-5", "mapa-5-10", "exact", "autodelta", "iwae-50", "mapa-1-50", "mapa-5-50",
-           "mapa-1-10@p10"]
+           "mapa-1-10@p10", "mapa-1-10@d0.99", "iwae-dreg-50", "vampprior-500", "exemplar"]
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -41,19 +41,6 @@ class ParticleProposal(Protocol):
     a Pyro distribution (its ``batch_shape`` and ``support`` are used too) that also offers
     the bound's particles."""
 
-    def tail_share(self, num_neighbors: int) -> torch.Tensor:
-        """``lambda_n``, the probability ``r_n`` puts on the uncached indices, per row of the
-        batch (flattened): ``max(T_n / (Q_n + T_n), defensive)``, 1 if no cached index lies
-        outside ``A_n``, 0 if every index is cached. Computed in log space from the cache's
-        ``log T_n``, it is the same for a float32 and a float64 cache (docs/math.md, section 2)."""
-        table = self.q.rows()
-        log_q_rest = table.log_prob[:, num_neighbors:].logsumexp(1)
-        if self.q.num_cached == self.q.num_points:
-            return torch.zeros_like(log_q_rest)
-        if num_neighbors >= self.q.num_cached:
-            return torch.ones_like(log_q_rest)
-        return (table.log_tail - torch.logaddexp(log_q_rest, table.log_tail)).exp().clamp_min(self.defensive)
-
     def index_particles(self, num_neighbors: int, num_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``K + S`` particles and their log-weights ``log w_p``, both ``(K + S,) + batch_shape``."""
 

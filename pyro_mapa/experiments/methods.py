@@ -269,7 +269,7 @@ class MAPA(Method):
         """What follows the ``@`` in the label (empty for the defaults)."""
         options = [self.kernel] if self.kernel else []
         if self.defensive != DEFAULT_DEFENSIVE:
-            options.append(f"d{self.defensive:g}")
+            options.append(f"d{self.defensive}")
         return "@" + ",".join(options) if options else ""
 
     @property
@@ -325,7 +325,7 @@ class Exact(MAPA):
 
     @property
     def label(self) -> str:
-        return "exact" + self.options
+        return "exact" + (f"@{self.kernel}" if self.kernel else "")  # S = 0: no proposal, no defensive share
 
     def num_cached(self, num_points: int) -> int:
         return min(num_points, 64)
@@ -374,6 +374,8 @@ def parse_method(name: str) -> Method:
         raise ValueError(f"method {name!r}: only mapa-K-S and exact take a cache kernel after '@'")
     settings = {}
     for option in options.split(","):
+        if ("defensive" if option.startswith("d") and method_class is MAPA else "kernel") in settings:
+            raise ValueError(f"method {name!r}: {option!r} repeats an option (one kernel, one d<share>)")
         if option.startswith("d") and method_class is MAPA:
             try:
                 settings["defensive"] = float(option[1:])

@@ -8,9 +8,13 @@ same for all methods of a comparison:
 * ``"laplace"``: :func:`~pyro_mapa.evaluation.laplace_mixture_proposal`, anchored at the
   model's own training codes, no fitting (good at small ``D``);
 * ``"encoder"``: :class:`~pyro_mapa.evaluation.EncoderProposal`, an encoder fitted to the
-  model's posterior on the training points after each checkpoint's training (continuing
-  from the previous checkpoint's encoder), never the VAE's own (needed at ``D = 784``,
-  where the Laplace mixture's weights have an effective sample size near 1).
+  model's posterior on the training points, never the VAE's own (needed at ``D = 784``,
+  where the Laplace mixture's weights have an effective sample size near 1). Each
+  checkpoint fits a fresh encoder for the same number of steps, so that a later checkpoint
+  is not favoured by a better-trained scorer (an estimate's downward bias shrinks as the
+  proposal improves); the final score fits a fresh one for longer. The encoder's
+  initial weights and its minibatches come from torch's generator: call :meth:`update`
+  under ``torch.random.fork_rng()`` to leave a training run's draws alone.
 """
 
 from __future__ import annotations
@@ -80,7 +84,7 @@ class ModelScorer:
 
     :param train: the training points, on which an ``"encoder"`` proposal is fitted.
     :param hidden: the fitted encoder's hidden width (the decoder's).
-    :param fit_steps: Adam steps of the encoder's fit at each :meth:`update`.
+    :param fit_steps: Adam steps of a fresh encoder's fit at each :meth:`update`.
     :param final_fit_steps: the same before the final score (``update(..., final=True)``).
     """
 
@@ -98,10 +102,9 @@ class ModelScorer:
         if kind not in SCORERS:
             raise ValueError(f"unknown scorer {kind!r}; choose one of {', '.join(SCORERS)}")
         self.kind, self.decoder, self.likelihood, self.train = kind, decoder, likelihood, train
+        self.latent_dim, self.hidden = latent_dim, hidden
         self.fit_steps = check_count(fit_steps, "fit_steps")
         self.final_fit_steps = check_count(final_fit_steps, "final_fit_steps")
-        self.encoder = make_encoder(train.shape[1], latent_dim, hidden).to(train) if kind == "encoder" else None
-        self._encoder_proposal: EncoderProposal | None = None
         self.model = self.proposal = None
 
     def update(self, prior: dist.Distribution, codes: torch.Tensor, final: bool = False) -> None:
@@ -111,12 +114,9 @@ class ModelScorer:
         if self.kind == "laplace":
             self.proposal = laplace_mixture_proposal(self.decoder, codes, self.likelihood, prior=prior)
             return
-        if self._encoder_proposal is None:
-            self._encoder_proposal = EncoderProposal(self.encoder, self.decoder, prior, self.likelihood)
-        else:
-            self._encoder_proposal.set_model(self.decoder, prior)
-        self._encoder_proposal.fit(self.train, self.final_fit_steps if final else self.fit_steps)
-        self.proposal = self._encoder_proposal
+        encoder = make_encoder(self.train.shape[1], self.latent_dim, self.hidden).to(self.train)
+        self.proposal = EncoderProposal(encoder, self.decoder, prior, self.likelihood)
+        self.proposal.fit(self.train, self.final_fit_steps if final else self.fit_steps)
 
     def __call__(self, x: torch.Tensor, num_particles: int, k_hat: bool = False) -> LogLikelihood:
         if self.model is None:

@@ -208,7 +208,8 @@ def train_and_score(
     clock = time.perf_counter()
     with torch.no_grad():  # the best-validation checkpoint, scored once, until stable
         prior, codes = current_prior()
-        score.update(prior, codes, final=True)
+        with torch.random.fork_rng():  # as at the checkpoints: the scorer's draws are its own
+            score.update(prior, codes, final=True)
         with warnings.catch_warnings():  # a poor k-hat is reported in the result and the table instead
             warnings.simplefilter("ignore", UserWarning)
             final, result.test_particles, result.test_converged = stable_log_likelihood(

@@ -25,8 +25,10 @@ is zero for every draw when ``q`` is the exact posterior (``log w`` is constant)
 ``sum_n s_n sum_s stop(w~_s) log w_s``, and a hook on each draw ``z_s`` multiplies the
 gradient that flows back through it by ``w~_s`` (so ``phi`` sees ``w~_s^2``, ``theta``
 ``w~_s``). The hook makes the rewrite exact for guides whose sites' parameters do not
-depend on other latent draws (amortized encoders, AutoNormal); a guide with a site whose
-parameters depend on another site's draw is refused.
+depend on other latent draws (an amortized encoder, a mean-field guide of plain
+``pyro.sample`` sites); a guide with a site whose parameters depend on another site's draw
+(AutoNormal's ``Delta`` sites replay its auxiliary draws) is refused, and so is a masked
+site (where ``log q`` is masked out there is no score term to rewrite).
 
 References: Burda, Grosse, Salakhutdinov, "Importance Weighted Autoencoders", ICLR 2016;
 Tucker, Lawson, Gu, Maddison, "Doubly Reparameterized Gradient Estimators for Monte Carlo
@@ -102,6 +104,12 @@ class IWAE_ELBO(ImportanceWeightedELBO):
         for site in guide_trace.nodes.values():
             if site["type"] != "sample" or site["is_observed"] or site_is_subsample(site):
                 continue
+            if _is_masked(site) or isinstance(_leaf(site["fn"]), dist.Delta):
+                raise ValueError(
+                    f"IWAE_ELBO(estimator='dreg'): guide site '{site['name']}' is masked, or a point mass (Delta, as "
+                    "AutoNormal's and AutoDelta's sites are); DReG needs unmasked, reparameterized sites with a "
+                    "density, such as an amortized encoder's (or use estimator='standard')"
+                )
             for other in draws:  # a site whose parameters depend on an earlier draw
                 if any(p is not None and p.requires_grad and _depends_on(p, other["value"]) for p in _parameters(site["fn"])):
                     raise ValueError(
@@ -117,14 +125,31 @@ class IWAE_ELBO(ImportanceWeightedELBO):
             if value.requires_grad:
                 factor = normalised.reshape(normalised.shape + (1,) * (value.dim() - normalised.dim()))
                 value.register_hook(lambda grad, factor=factor: grad * factor)
-        surrogate = (weights.scale * (normalised * weights.log_weights).sum(0)).sum() + weights.global_log_prob
+        # a draw of weight 0 (log w = -inf) contributes nothing, rather than 0 * -inf
+        finite = torch.where(normalised > 0, weights.log_weights, 0.0)
+        surrogate = (weights.scale * (normalised * finite).sum(0)).sum() + weights.global_log_prob
         bound = weights.bound()
         return -(bound.detach() + surrogate - surrogate.detach())
 
 
-def _parameters(fn: dist.Distribution) -> list[torch.Tensor]:
+def _leaf(fn: dist.Distribution) -> dist.Distribution:
+    """The distribution under Pyro's and torch's wrappers."""
     while isinstance(fn, (dist.Independent, dist.MaskedDistribution, dist.ExpandedDistribution)):
         fn = fn.base_dist
+    return fn
+
+
+def _is_masked(site: dict) -> bool:
+    fn = site["fn"]
+    while isinstance(fn, (dist.Independent, dist.ExpandedDistribution, dist.MaskedDistribution)):
+        if isinstance(fn, dist.MaskedDistribution) and fn._mask is not True:
+            return True
+        fn = fn.base_dist
+    return site["mask"] is not None and site["mask"] is not True
+
+
+def _parameters(fn: dist.Distribution) -> list[torch.Tensor]:
+    fn = _leaf(fn)
     return [getattr(fn, name) for name in fn.arg_constraints if name in vars(fn)]
 
 

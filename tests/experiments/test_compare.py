@@ -328,5 +328,23 @@ def test_mapa_names_its_cache_kernel(split):
         parse_method("mapa-1-10@d1")
     with pytest.raises(ValueError, match="bad defensive share"):
         parse_method("mapa-1-10@dx")
+    with pytest.raises(ValueError, match="repeats an option"):
+        parse_method("mapa-1-10@p10,p20")
+    with pytest.raises(ValueError, match="unknown kernel 'd0.5'"):  # exact draws no samples: no share
+        parse_method("exact@d0.5")
+    assert parse_method("mapa-1-10@d0.1234567").defensive == 0.1234567
     with pytest.raises(ValueError, match="unknown kernel 'q5'"):
         parse_method("mapa-1-1@q5")
+
+
+def test_the_scorer_does_not_change_how_a_model_trains(split):
+    """The encoder scorer draws its own weights and minibatches from a forked generator:
+    with one checkpoint (the last is the best) the trained parameters are the same,
+    bit for bit, whichever scorer watched the run."""
+    trained = []
+    for scorer in ("laplace", "encoder"):
+        train_and_score("vae", split, 0, 3000, lr=0.01, num_checkpoints=1, eval_particles=5, test_particles=5,
+                        max_test_particles=5, scorer=scorer, scorer_fit_steps=5)
+        trained.append(snapshot_params())
+    assert trained[0].keys() == trained[1].keys()
+    assert all(torch.equal(trained[0][name], trained[1][name]) for name in trained[0])

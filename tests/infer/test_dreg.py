@@ -117,3 +117,50 @@ def _chained(x, W, c):
     with pyro.plate("data", 4):
         u = pyro.sample("u", dist.Normal(x @ W.T + c, 1.0).to_event(1))
         pyro.sample("z", dist.Normal(u, 1.0).to_event(1))
+
+
+def test_dreg_refuses_masked_and_point_mass_sites():
+    """A masked site has no score term where it is masked (the rewrite would change the
+    expectation there); a Delta site (AutoNormal, AutoDelta) has no density."""
+    A, b, x, (W, c, log_s) = problem()
+    model, _ = model_and_guide(A, b, W, c, log_s)
+    elbo = IWAE_ELBO(3, max_plate_nesting=1, estimator="dreg")
+
+    def masked(x, idx=None):
+        with pyro.plate("data", 4):
+            fn = dist.Normal(x @ W.T + c, 1.0).to_event(1).mask(torch.tensor([True, True, False, True]))
+            pyro.sample("z", fn)
+
+    def point(x, idx=None):
+        with pyro.plate("data", 4):
+            pyro.sample("z", dist.Delta(x @ W.T + c, event_dim=1))
+
+    for guide in (masked, point):
+        with pytest.raises(ValueError, match="masked, or a point mass"):
+            elbo.differentiable_loss(model, guide, x)
+
+
+def test_a_draw_of_weight_zero_leaves_the_dreg_loss_finite():
+    """A prior with bounded support: draws outside it have log w = -inf and weight 0; they
+    must contribute nothing (not 0 * -inf = NaN), as in the standard estimator."""
+    x = torch.randn(4, 2, dtype=torch.float64)
+    loc = torch.zeros(4, 2, dtype=torch.float64, requires_grad=True)
+
+    def model(x):
+        with pyro.plate("data", 4):
+            bound = torch.ones(2, dtype=x.dtype)
+            z = pyro.sample("z", dist.Uniform(-bound, bound).to_event(1))
+            pyro.sample("x", dist.Normal(z, 1.0).to_event(1), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", 4):
+            pyro.sample("z", dist.Normal(loc, 0.6).to_event(1))
+
+    with pyro.validation_enabled(False):
+        losses = []
+        for estimator in ("standard", "dreg"):
+            torch.manual_seed(1)
+            losses.append(IWAE_ELBO(5, max_plate_nesting=1, estimator=estimator).differentiable_loss(model, guide, x))
+            (gradient,) = torch.autograd.grad(losses[-1], loc)
+            assert torch.isfinite(gradient).all()
+    assert torch.isfinite(losses[1]) and torch.allclose(losses[0], losses[1])

@@ -38,7 +38,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from ..cache import exact_neighbors
+from ..cache import MAPAIndex, exact_neighbors
 from ..models import Likelihood, as_likelihood
 from .mixtures import DefensiveMixture, GaussianMixture, fast_prior
 
@@ -56,6 +56,7 @@ def laplace_mixture_proposal(
     inflation: float = 1.5,
     site: str = "z",
     chunk_size: int = 64,
+    anchors: Callable[[torch.Tensor], MAPAIndex] | None = None,
 ) -> Callable:
     """A proposal guide ``proposal(x)`` for the latent site ``site`` of a model
     ``z ~ prior``, ``x ~ p(x | decoder(z))`` in a plate over the rows of ``x``.
@@ -71,6 +72,11 @@ def laplace_mixture_proposal(
     :param num_anchors: ``K``, the codes whose decoded outputs explain each ``x`` best.
     :param prior_weight: ``w_0``, the defensive component's weight.
     :param inflation: how much wider than the Laplace approximation each component is.
+    :param anchors: where the anchors come from: ``None``, the codes whose decoded outputs
+        explain ``x`` best (searched here); or a function of ``x`` giving a distribution over
+        the training indices, such as a MAPA cache's ``posterior.encode`` (no decoder passes
+        for the search: the anchors are ``x``'s cached neighbours, weighted by ``q(i | x)``
+        renormalised over the top ``K``, :meth:`~pyro_mapa.cache.MAPAIndex.top`).
     :param chunk_size: points of ``x`` whose components are built at once (each needs
         ``chunk_size x K`` Jacobians of ``D x d``); the components of the last ``x`` are kept,
         so that an importance sampler that calls the proposal once per chunk of particles
@@ -129,9 +135,13 @@ def laplace_mixture_proposal(
     def components(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Anchor weights (B, K) and :func:`laplace`'s components, for all points of ``x``."""
         if last.get("x") is not x:
-            table = exact_neighbors(x, outputs, kernel, num_anchors, progress=False)  # blocked by itself
-            parts = [laplace(*chunk) for chunk in zip(x.split(chunk_size), table.index.split(chunk_size))]
-            last.update(x=x, value=(table.log_prob, *(torch.cat(p) for p in zip(*parts))))
+            if anchors is None:
+                table = exact_neighbors(x, outputs, kernel, num_anchors, progress=False)  # blocked by itself
+                index, log_weights = table.index, table.log_prob
+            else:
+                index, log_weights = anchors(x).top(num_anchors)
+            parts = [laplace(*chunk) for chunk in zip(x.split(chunk_size), index.split(chunk_size))]
+            last.update(x=x, value=(log_weights, *(torch.cat(p) for p in zip(*parts))))
         return last["value"]
 
     def proposal(x: torch.Tensor) -> None:

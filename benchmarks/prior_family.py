@@ -8,12 +8,18 @@ log-likelihood is computed exactly for the empiricalized model and, for each pri
 by the comparison's estimator until stable to 0.01 nats (`stable_log_likelihood`).
 
     python benchmarks/prior_family.py --dataset spiral-dots --lr 0.03 --seeds 0 1 2
+
+``--fit-time N d`` instead times each family's fit alone on ``N`` codes of dimension ``d``
+(drawn from a 20-component Gaussian mixture by the first seed; the median of ``--repeats``):
+
+    python benchmarks/prior_family.py --fit-time 50000 40 --repeats 3
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import time
 
 import torch
 
@@ -38,8 +44,13 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=1_000_000)
     parser.add_argument("--lr", type=float, default=0.03)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--fit-time", type=int, nargs=2, metavar=("N", "D"))
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.fit_time:
+        fit_time(*args.fit_time, args.repeats, args.seeds[0])
+        return
     split = load_split(args.dataset, seed=args.seeds[0])
     print(f"{args.dataset}: budget {args.budget}, lr {args.lr}, seeds {args.seeds}; true test LL {split.true_test}")
     print("| method | empiricalized (exact) | " + " | ".join(FAMILIES) + " |")
@@ -64,6 +75,21 @@ def main() -> None:
         medians = [statistics.median(column) for column in zip(*rows)]
         spreads = [f"{m:.3f} ({min(c):.3f}..{max(c):.3f})" for m, c in zip(medians, zip(*rows))]
         print(f"| {method} | " + " | ".join(spreads) + " |", flush=True)
+
+
+def fit_time(num_codes: int, latent_dim: int, repeats: int, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    centres = 2.0 * torch.randn(20, latent_dim, generator=g)
+    codes = centres[torch.randint(0, 20, (num_codes,), generator=g)] + 0.5 * torch.randn(num_codes, latent_dim, generator=g)
+    print(f"fit_prior on {num_codes:,} codes of dimension {latent_dim}, {torch.get_num_threads()} thread(s); "
+          f"median of {repeats} (min..max) seconds")
+    for name, options in FAMILIES.items():
+        seconds = []
+        for repeat in range(repeats):
+            clock = time.perf_counter()
+            fit_prior(codes, seed=repeat, progress=False, **options)
+            seconds.append(time.perf_counter() - clock)
+        print(f"| {name} | {statistics.median(seconds):.1f} ({min(seconds):.1f}..{max(seconds):.1f}) |", flush=True)
 
 
 if __name__ == "__main__":

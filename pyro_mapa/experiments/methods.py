@@ -1,34 +1,31 @@
 """The comparison's methods as objects: each says how it builds its model, guide and loss,
 where its training codes are, and which continuous prior scores it.
 
-Adding a method is one class here and one entry in :data:`METHODS`; the training loop
-(:mod:`pyro_mapa.experiments.training`) asks the method, never its name.
+The interface is :mod:`~pyro_mapa.experiments.method_base`'s; the amortized-encoder methods live
+in :mod:`~pyro_mapa.experiments.encoder_methods`; here are Pyro's AutoGuides, MAPA and exact
+enumeration, and the registry. Adding a method is one class and one entry in :data:`METHODS`; the
+training loop (:mod:`pyro_mapa.experiments.training`) asks the method, never its name.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Callable, ClassVar, NamedTuple
+from typing import ClassVar
 
 import pyro
-import pyro.distributions as dist
 import torch
 from pyro.infer import Trace_ELBO
 from pyro.infer.autoguide import AutoDelta, AutoNormal, init_to_value
 
 from ..cache import Kernel, MAPAPosterior
-from ..infer import DEFAULT_DEFENSIVE, IWAE_ELBO, MAPA_ELBO, MAPAGuide
-from ..models import ExemplarMixture, Likelihood, fit_prior, pca_codes
+from ..infer import DEFAULT_DEFENSIVE, MAPA_ELBO, MAPAGuide
+from ..models import Likelihood, fit_prior, pca_codes
 from .baselines import (
     empirical_model,
-    encoder_guide,
-    exemplar_model,
-    make_encoder,
     vae_model,
-    vamp_prior,
-    vampprior_model,
 )
+from .encoder_methods import IWAE, VAE, ExemplarVAE, IWAEDReG, VampPrior
+from .method_base import Method, TrainingSetup, data_plates, set_up_guide
 from .split import Split
 
 __all__ = [
@@ -49,165 +46,6 @@ __all__ = [
 ]
 
 
-class TrainingSetup(NamedTuple):
-    """What a method trains: the model, its guide and loss, and the VAE family's encoder
-    (``None`` for the others; its passes are counted beside the decoder's)."""
-
-    model: Callable
-    guide: Callable
-    loss: pyro.infer.ELBO
-    encoder: torch.nn.Module | None
-
-
-@dataclass(frozen=True)
-class Method(ABC):
-    """One method of the comparison."""
-
-    #: the name before any numbers (``"iwae"`` of ``"iwae-20"``)
-    kind: ClassVar[str]
-    #: whether it trains the empiricalized model (scored with a GMM fitted to its codes,
-    #: and by the empiricalized model's exact log-likelihood beside it)
-    empirical: ClassVar[bool] = False
-
-    @property
-    def label(self) -> str:
-        """The method's name in tables, ``results.json`` and ``--methods``."""
-        return self.kind
-
-    @abstractmethod
-    def setup(self, split: Split, decoder: torch.nn.Module, init_codes: torch.Tensor | None) -> TrainingSetup:
-        """Model, guide and loss on ``split``'s training points around ``decoder``, per-point
-        codes started at ``init_codes`` (``None``: the method's own default)."""
-        raise NotImplementedError
-
-    @abstractmethod
-    def train_codes(self, setup: TrainingSetup, train: torch.Tensor) -> torch.Tensor:
-        """The training points' codes under the current parameters (the scorer's anchors)."""
-        raise NotImplementedError
-
-    def continuous_prior(self, setup: TrainingSetup, codes: torch.Tensor, seed: int) -> dist.Distribution:
-        """The prior of the continuous model the method is scored as (``codes``: the training
-        points' codes under the current parameters): ``N(0, I)``."""
-        return dist.Normal(torch.zeros(codes.shape[1]), 1.0).to_event(1)
-
-
-def _create_plates(num_points: int) -> Callable:
-    def create_plates(x, idx=None):
-        return pyro.plate("data", num_points, subsample=idx)
-
-    return create_plates
-
-
-def _set_up(guide: Callable, train: torch.Tensor, num_points: int | None = None) -> Callable:
-    """Call a guide that traces the model once, on the first ``num_points`` points (all ``N``
-    by default: an AutoGuide's point ``n`` then starts at its own code)."""
-    idx = torch.arange(len(train) if num_points is None else min(num_points, len(train)))
-    guide(train[idx], idx)
-    return guide
-
-
-@dataclass(frozen=True)
-class VAE(Method):
-    """An amortized Gaussian encoder trained with ``Trace_ELBO``."""
-
-    kind = "vae"
-
-    def loss(self) -> pyro.infer.ELBO:
-        return Trace_ELBO()
-
-    def setup(self, split, decoder, init_codes):
-        (num_points, obs_dim), d = split.train.shape, split.latent_dim
-        encoder = make_encoder(obs_dim, d, split.hidden)
-        return TrainingSetup(
-            vae_model(decoder, split.likelihood, num_points, d), encoder_guide(encoder, num_points), self.loss(), encoder
-        )
-
-    def train_codes(self, setup, train):
-        return setup.encoder(train).chunk(2, -1)[0].detach()
-
-
-@dataclass(frozen=True)
-class IWAE(VAE):
-    """The same encoder with the per-datapoint IWAE bound of ``num_particles`` draws."""
-
-    num_particles: int
-    kind = "iwae"
-
-    @property
-    def label(self) -> str:
-        return f"iwae-{self.num_particles}"
-
-    def loss(self) -> pyro.infer.ELBO:
-        return IWAE_ELBO(self.num_particles, max_plate_nesting=1)
-
-
-@dataclass(frozen=True)
-class IWAEDReG(IWAE):
-    """IWAE with doubly-reparameterized gradients (:class:`~pyro_mapa.IWAE_ELBO`,
-    ``estimator="dreg"``): the same bound, a lower-variance encoder gradient."""
-
-    kind = "iwae-dreg"
-
-    @property
-    def label(self) -> str:
-        return f"iwae-dreg-{self.num_particles}"
-
-    def loss(self) -> pyro.infer.ELBO:
-        return IWAE_ELBO(self.num_particles, max_plate_nesting=1, estimator="dreg")
-
-
-@dataclass(frozen=True)
-class VampPrior(VAE):
-    """The VAE with VampPrior's learned mixture prior of the encoder at ``K`` pseudo-inputs
-    (:func:`~pyro_mapa.experiments.baselines.vampprior_model`; ``vampprior-K``, the paper's
-    ``K = 500``: ``vampprior-500``), trained with ``Trace_ELBO``. The pseudo-inputs start at training points drawn by the
-    seed (pulled 5% towards 1/2 for binary data, inside the unit interval); their encoder
-    passes count among the encoder's."""
-
-    num_pseudo_inputs: int
-    kind = "vampprior"
-
-    @property
-    def label(self) -> str:
-        return f"vampprior-{self.num_pseudo_inputs}"
-
-    def setup(self, split, decoder, init_codes):
-        (num_points, obs_dim), d = split.train.shape, split.latent_dim
-        encoder = make_encoder(obs_dim, d, split.hidden)
-        start = split.train[torch.randint(0, num_points, (self.num_pseudo_inputs,))]
-        if split.likelihood.binary:
-            start = 0.9 * start + 0.05
-        model = vampprior_model(decoder, encoder, split.likelihood, num_points, start)
-        return TrainingSetup(model, encoder_guide(encoder, num_points), self.loss(), encoder)
-
-    def continuous_prior(self, setup, codes, seed):
-        """The learned VampPrior itself."""
-        return vamp_prior(setup.encoder, pyro.param("pseudo_inputs"))
-
-
-@dataclass(frozen=True)
-class ExemplarVAE(VAE):
-    """Exemplar VAE (:func:`~pyro_mapa.experiments.baselines.exemplar_model`): the prior of
-    point ``n`` a mixture at the encoder means of its ``R = 10`` nearest training points
-    (itself left out), retrieved once by the MAPA cache of the likelihood's kernel (the same
-    search MAPA uses), one learned scale ``s``; ``Trace_ELBO``. Each step encodes the ``R + 1``
-    retrieved points of every datapoint (counted as encoder passes). Scored with the full
-    prior over all ``N`` training points' encoder means (:class:`~pyro_mapa.models.ExemplarMixture`)."""
-
-    num_retrieved: int = 10
-    kind = "exemplar"
-
-    def setup(self, split, decoder, init_codes):
-        (num_points, obs_dim), d = split.train.shape, split.latent_dim
-        encoder = make_encoder(obs_dim, d, split.hidden)
-        cache = MAPAPosterior.fit(split.train, kernel=split.likelihood.cache_kernel(),
-                                  num_cached=min(self.num_retrieved + 1, num_points), progress=False)
-        model = exemplar_model(decoder, encoder, split.likelihood, split.train, cache.table.index)
-        return TrainingSetup(model, encoder_guide(encoder, num_points), self.loss(), encoder)
-
-    def continuous_prior(self, setup, codes, seed):
-        """``(1/N) sum_m N(mu_phi(x_m), s^2 I)`` over every training point."""
-        return ExemplarMixture(codes, pyro.param("exemplar_scale").detach())
 
 
 @dataclass(frozen=True)
@@ -221,8 +59,8 @@ class AutoNormalMethod(Method):
         num_points = len(split.train)
         init = {} if init_codes is None else {"init_loc_fn": init_to_value(values={"z": init_codes})}
         model = vae_model(decoder, split.likelihood, num_points, split.latent_dim)
-        guide = self.autoguide(model, create_plates=_create_plates(num_points), **init)
-        return TrainingSetup(model, _set_up(guide, split.train), Trace_ELBO(), None)
+        guide = self.autoguide(model, create_plates=data_plates(num_points), **init)
+        return TrainingSetup(model, set_up_guide(guide, split.train), Trace_ELBO(), None)
 
     def train_codes(self, setup, train):
         return setup.guide.median(train)["z"].detach()
@@ -302,10 +140,10 @@ class MAPA(Method):
         model = empirical_model(decoder, split.likelihood, num_points, split.latent_dim, init_codes)
         kernel = self.cache_kernel(split.likelihood)
         posterior = MAPAPosterior.fit(split.train, kernel=kernel, num_cached=self.num_cached(num_points), progress=False)
-        guide = MAPAGuide(model, posterior, create_plates=_create_plates(num_points), defensive=self.defensive)
+        guide = MAPAGuide(model, posterior, create_plates=data_plates(num_points), defensive=self.defensive)
         # a minibatch is enough (the guide holds no per-point parameters), and a trace of all N points
         # would draw the model's i ~ Categorical(N) for each: N^2 work at N = 50,000
-        return TrainingSetup(model, _set_up(guide, split.train, num_points=100), self.bound(num_points), None)
+        return TrainingSetup(model, set_up_guide(guide, split.train, num_points=100), self.bound(num_points), None)
 
     def train_codes(self, setup, train):
         return pyro.param("codes").detach()

@@ -9,11 +9,21 @@ what `empirical_model` does) and torch's distribution on `decode(...)`. Medians 
 
     python benchmarks/step_overhead.py --batch 256 --neighbors 5 --samples 20 --threads 1 2 --hidden 50 200 500
     python benchmarks/step_overhead.py --dataset fashion-mnist --batch 100 --neighbors 1 --samples 10 --hidden 300
+
+``--warmup-steps W`` trains the model W MAPA steps before timing, so that the particles' weights
+have spread (far particles, e^-hundreds below the best, whose float32 gradients would be denormal
+numbers); ``--bounds`` adds the per-datapoint bound as it was before such particles were left out
+(a plain logsumexp), and every MAPA step is also timed with ``torch.set_flush_denormal(True)``: where
+the two times agree, the step has no denormal slow path.
+
+    python benchmarks/step_overhead.py --dataset fashion-mnist --batch 100 --neighbors 1 --samples 10 --hidden 300 \
+        --warmup-steps 3000 --bounds floor plain --likelihoods gathered
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 
@@ -26,6 +36,7 @@ from pyro.optim import Adam
 from pyro_mapa import MAPA_ELBO, IndexProposal, MAPAGuide, MAPAPosterior, decode
 from pyro_mapa.experiments import load_split
 from pyro_mapa.experiments.baselines import empirical_model, make_decoder
+from pyro_mapa.infer.importance import ImportanceWeights
 
 
 def timed(fn, repeats: int) -> float:
@@ -55,6 +66,30 @@ def torch_model(decoder, likelihood, num_points: int, latent_dim: int):
 LIKELIHOODS = {"gathered": empirical_model, "torch(decode)": torch_model}
 
 
+@contextlib.contextmanager
+def plain_logsumexp():
+    """The per-datapoint bound as it was before far particles were left out (benchmark only)."""
+    kept = ImportanceWeights.per_datapoint
+    ImportanceWeights.per_datapoint = lambda self: self.log_weights.logsumexp(0) - self.log_normalizer
+    try:
+        yield
+    finally:
+        ImportanceWeights.per_datapoint = kept
+
+
+@contextlib.contextmanager
+def flush_denormal(on: bool):
+    torch.set_flush_denormal(on)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
+
+
+#: the bound as the package computes it, or a plain logsumexp over every particle
+BOUNDS = {"floor": contextlib.nullcontext, "plain": plain_logsumexp}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--dataset", nargs="+", default=["spiral-dots", "digits"])
@@ -64,23 +99,28 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=200)
     parser.add_argument("--hidden", type=int, nargs="+", default=[50])
     parser.add_argument("--threads", type=int, nargs="+", default=[torch.get_num_threads()])
+    parser.add_argument("--likelihoods", nargs="+", default=list(LIKELIHOODS), choices=list(LIKELIHOODS))
+    parser.add_argument("--bounds", nargs="+", default=["floor"], choices=list(BOUNDS))
+    parser.add_argument("--warmup-steps", type=int, default=0)
     args = parser.parse_args()
-    print("| data | D | hidden | threads | likelihood | distinct codes per step | MAPA step ms "
-          "| bare decoder fwd+bwd+Adam ms | ratio | MAPA - bare ms |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| data | D | hidden | threads | likelihood | bound | distinct codes per step | MAPA step ms "
+          "| MAPA step ms, denormals flushed | bare decoder fwd+bwd+Adam ms | ratio | MAPA - bare ms |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name in args.dataset:
         for hidden in args.hidden:
             for threads in args.threads:
-                for likelihood in LIKELIHOODS:
-                    torch.set_num_threads(threads)
-                    row = measure(name, hidden, likelihood, args)
-                    print(f"| {name} | {row['D']} | {hidden} | {threads} | {likelihood} | {row['codes']} "
-                          f"| {row['mapa']:.2f} | {row['bare']:.2f} | {row['mapa'] / row['bare']:.1f} "
-                          f"| {row['mapa'] - row['bare']:.2f} |", flush=True)
+                for likelihood in args.likelihoods:
+                    for bound in args.bounds:
+                        torch.set_num_threads(threads)
+                        row = measure(name, hidden, likelihood, bound, args)
+                        print(f"| {name} | {row['D']} | {hidden} | {threads} | {likelihood} | {bound} | {row['codes']} "
+                              f"| {row['mapa']:.2f} | {row['flushed']:.2f} | {row['bare']:.2f} "
+                              f"| {row['mapa'] / row['bare']:.1f} | {row['mapa'] - row['bare']:.2f} |", flush=True)
 
 
-def measure(name: str, hidden: int, likelihood: str, args) -> dict:
-    """One row: the MAPA step and the bare decoder step, in ms."""
+def measure(name: str, hidden: int, likelihood: str, bound: str, args) -> dict:
+    """One row: the MAPA step (after ``--warmup-steps``), with and without flushing denormals,
+    and the bare decoder step, in ms."""
     pyro.set_rng_seed(0)
     pyro.clear_param_store()
     split = load_split(name)
@@ -92,14 +132,21 @@ def measure(name: str, hidden: int, likelihood: str, args) -> dict:
     guide(split.train[:args.batch], torch.arange(args.batch))  # set up on a minibatch (a full trace is N^2 at N = 50,000)
     elbo = MAPA_ELBO(args.neighbors, args.samples, max_plate_nesting=1)
     svi = SVI(model, guide, Adam({"lr": 1e-3}), loss=elbo)
+    for _ in range(args.warmup_steps):
+        idx = torch.randint(0, num_points, (args.batch,))
+        svi.step(split.train[idx], idx)
     batches = [torch.randint(0, num_points, (args.batch,)) for _ in range(args.repeats + 1)]
-    it = iter(batches * 2)
+    it = iter(batches * 4)
 
     def mapa_step():
         idx = next(it)
         svi.step(split.train[idx], idx)
 
-    mapa = timed(mapa_step, args.repeats)
+    # the same steps twice (the second pass starts from where the first left the parameters)
+    with BOUNDS[bound]():
+        mapa = timed(mapa_step, args.repeats)
+        with flush_denormal(True):
+            flushed = timed(mapa_step, args.repeats)
     # the distinct indices a step decodes, measured on the same batches
     distinct = []
     for idx in batches[: 20]:
@@ -119,7 +166,7 @@ def measure(name: str, hidden: int, likelihood: str, args) -> dict:
         optimizer.step()
 
     bare = timed(bare_step, args.repeats)
-    return {"D": obs_dim, "codes": num_codes, "mapa": 1e3 * mapa, "bare": 1e3 * bare}
+    return {"D": obs_dim, "codes": num_codes, "mapa": 1e3 * mapa, "flushed": 1e3 * flushed, "bare": 1e3 * bare}
 
 
 if __name__ == "__main__":

@@ -52,6 +52,20 @@ def test_flow_in_two_dimensions_beats_the_gaussian():
         assert flow.log_prob(codes).mean() > fit_prior(codes, "gaussian").log_prob(codes).mean() + 0.3
 
 
+def test_flow_models_each_half_given_the_other():
+    """A coupling gives its first half an unconditional spline per coordinate; the second coupling
+    works on the coordinates reversed. Here z_0 and z_1 (the first half) are both z_2 plus a little
+    noise, a Gaussian law: without the reversal they would be fitted as independent, about 1.9
+    nats (their mutual information) below the Gaussian's MLE; with it the flow comes within 0.3."""
+    g = torch.Generator().manual_seed(0)
+    shared, free = torch.randn(4000, 1, generator=g), torch.randn(4000, 1, generator=g)
+    codes = torch.cat([shared + 0.1 * torch.randn(4000, 2, generator=g), shared, free], dim=1)
+    train, test = codes[:3000], codes[3000:]
+    flow = fit_prior(train, "flow", num_steps=600, progress=False)
+    with torch.no_grad():
+        assert flow.log_prob(test).mean() > fit_prior(train, "gaussian").log_prob(test).mean() - 0.3
+
+
 def test_flow_fits_inside_no_grad_and_leaves_the_random_state_alone():
     """A scoring loop fits priors under torch.no_grad(); the flow still trains (the same fit
     as outside it), and the caller's random stream goes on as if nothing had been drawn."""

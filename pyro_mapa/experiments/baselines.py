@@ -14,7 +14,10 @@ fixed ``sigma``, or a Bernoulli over logits):
 * the empiricalized model, ``i ~ Categorical(N)``, ``x ~ p(x | f(z_i))``, whose decoder runs
   on the distinct indices of a step (:func:`~pyro_mapa.decode_unique`), scored by the
   likelihood's gathered form (:class:`~pyro_mapa.GatheredNormal`,
-  :class:`~pyro_mapa.GatheredBernoulli`).
+  :class:`~pyro_mapa.GatheredBernoulli`);
+* the smoothed empiricalized model, ``i ~ Categorical(N)`` leaving the point itself out,
+  ``z ~ N(z_i, tau^2 I)``, ``x ~ p(x | f(z))`` (:func:`smoothed_empirical_model`), with the
+  guide that draws ``z`` from the model's own ``p(z | i)`` (:func:`smoothed_guide`).
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ __all__ = [
     "exemplar_model",
     "make_decoder",
     "make_encoder",
+    "smoothed_empirical_model",
+    "smoothed_guide",
     "vae_model",
     "vamp_prior",
     "vampprior_model",
@@ -164,3 +169,62 @@ def empirical_model(
             pyro.sample("x", likelihood.gathered(out, rows), obs=x)
 
     return model
+
+
+def smoothed_empirical_model(
+    decoder: torch.nn.Module,
+    likelihood: Likelihood,
+    num_points: int,
+    latent_dim: int,
+    init_codes: torch.Tensor | None = None,
+    init_scale: float = 0.1,
+) -> Callable:
+    r"""The empiricalized model smoothed by a learned ``tau`` and trained leave-one-out
+    (docs/math.md, section 4): for training point ``n``,
+
+    .. math::
+        i \sim \mathrm{Uniform}(\{1..N\} \setminus \{n\}), \quad z \sim N(z_i, \tau^2 I),
+        \quad x_n \sim p(x \mid f_\theta(z)).
+
+    Written as ``i ~ Categorical(N)`` with a factor ``log(N / (N - 1))`` off the point itself and
+    ``-inf`` on it, so that MAPA's index proposal (which proposes ``n`` too) still fits: a
+    particle at ``n`` weighs nothing. Without leaving the point out, its own code would explain
+    it and ``tau`` would shrink to 0. The model it trains is the mixture prior
+    ``(1/N) sum_m N(z; z_m, tau^2 I)`` (:class:`~pyro_mapa.models.ExemplarMixture`): no prior to
+    fit afterwards. ``tau`` is the parameter ``smoothing_scale``; called as ``model(x, idx)``."""
+    if init_codes is not None and tuple(init_codes.shape) != (num_points, latent_dim):
+        raise ValueError(f"init_codes must have shape ({num_points}, {latent_dim}), got {tuple(init_codes.shape)}")
+    if num_points < 2:
+        raise ValueError("leaving each point out needs at least 2 training points")
+    stay = math.log(num_points / (num_points - 1))
+
+    def initial_codes() -> torch.Tensor:
+        return init_codes.clone() if init_codes is not None else 0.1 * torch.randn(num_points, latent_dim)
+
+    def model(x, idx=None):
+        pyro.module("decoder", decoder)
+        codes = pyro.param("codes", initial_codes)
+        tau = pyro.param("smoothing_scale", lambda: torch.tensor(init_scale, dtype=codes.dtype),
+                         constraint=constraints.positive)
+        with pyro.plate("data", num_points, subsample=idx) as rows:
+            i = pyro.sample("i", dist.Categorical(logits=torch.zeros(num_points, dtype=codes.dtype)))
+            pyro.factor("leave_one_out", torch.where(i == rows, -math.inf, stay).to(codes.dtype))
+            z = pyro.sample("z", dist.Normal(codes[i], tau).to_event(1))
+            pyro.sample("x", likelihood.distribution(decoder(z)), obs=x)
+
+    return model
+
+
+def smoothed_guide(index_guide: Callable) -> Callable:
+    """The guide of :func:`smoothed_empirical_model`: the index from ``index_guide`` (a
+    :class:`~pyro_mapa.MAPAGuide` of that model), then ``z ~ N(z_i, tau^2 I)``, the model's own
+    ``p(z | i)``, reparameterized: in the bound's weight ``p(z | i) / q(z | i) = 1`` and the
+    gradient reaches the codes and ``tau`` through the decoder. Called as ``guide(x, idx)``."""
+
+    def guide(x, idx=None):
+        i = index_guide(x, idx)[index_guide.index_site]
+        codes, tau = pyro.param("codes"), pyro.param("smoothing_scale")
+        with index_guide.plates["data"]:  # the index's own plate, re-entered: the same subsample
+            pyro.sample("z", dist.Normal(codes[i], tau).to_event(1))
+
+    return guide

@@ -19,9 +19,11 @@ from pyro.infer.autoguide import AutoDelta, AutoNormal, init_to_value
 
 from ..cache import Kernel, MAPAPosterior
 from ..infer import DEFAULT_DEFENSIVE, MAPA_ELBO, MAPAGuide
-from ..models import Likelihood, fit_prior, pca_codes
+from ..models import ExemplarMixture, Likelihood, fit_prior, pca_codes
 from .baselines import (
     empirical_model,
+    smoothed_empirical_model,
+    smoothed_guide,
     vae_model,
 )
 from .encoder_methods import IWAE, VAE, ExemplarVAE, IWAEDReG, VampPrior
@@ -38,6 +40,7 @@ __all__ = [
     "IWAEDReG",
     "MAPA",
     "Method",
+    "SmoothedMAPA",
     "TrainingSetup",
     "VAE",
     "VampPrior",
@@ -154,6 +157,36 @@ class MAPA(Method):
 
 
 @dataclass(frozen=True)
+class SmoothedMAPA(MAPA):
+    """MAPA on the smoothed empiricalized model, leave-one-out
+    (:func:`~pyro_mapa.experiments.baselines.smoothed_empirical_model`): ``z ~ N(z_i, tau^2 I)``
+    around the code MAPA's particle ``i`` picks, ``tau`` learned. The trained model's prior is
+    the mixture ``(1/N) sum_m N(z_m, tau^2 I)`` itself, so none is fitted afterwards. Named
+    ``smoothed-mapa-K-S`` (options as :class:`MAPA`'s). Each particle decodes its own ``z``:
+    ``K + S`` decoder passes per point and step."""
+
+    kind = "smoothed-mapa"
+    empirical = False
+
+    @property
+    def label(self) -> str:
+        return f"smoothed-mapa-{self.num_neighbors}-{self.num_samples}{self.options}"
+
+    def setup(self, split, decoder, init_codes):
+        num_points = len(split.train)
+        model = smoothed_empirical_model(decoder, split.likelihood, num_points, split.latent_dim, init_codes)
+        posterior = MAPAPosterior.fit(split.train, kernel=self.cache_kernel(split.likelihood),
+                                      num_cached=self.num_cached(num_points), progress=False)
+        index_guide = MAPAGuide(model, posterior, create_plates=data_plates(num_points), defensive=self.defensive)
+        guide = set_up_guide(smoothed_guide(index_guide), split.train, num_points=100)
+        return TrainingSetup(model, guide, self.bound(num_points), None)
+
+    def continuous_prior(self, setup, codes, seed):
+        """The trained mixture, ``(1/N) sum_m N(z_m, tau^2 I)``."""
+        return ExemplarMixture(codes, pyro.param("smoothing_scale").detach())
+
+
+@dataclass(frozen=True)
 class Exact(MAPA):
     """Exact enumeration of the same model: ``K = N``, ``S = 0`` (any cache will do)."""
 
@@ -182,6 +215,7 @@ METHODS: dict[str, tuple[type[Method], int]] = {
     "autonormal": (AutoNormalMethod, 0),
     "autodelta": (AutoDeltaMethod, 0),
     "mapa": (MAPA, 2),
+    "smoothed-mapa": (SmoothedMAPA, 2),
     "exact": (Exact, 0),
 }
 
@@ -189,7 +223,7 @@ METHODS: dict[str, tuple[type[Method], int]] = {
 def parse_method(name: str) -> Method:
     """The method named ``"vae"``, ``"iwae-S"``, ``"iwae-dreg-S"``, ``"vampprior-K"``, ``"exemplar"``,
     ``"autonormal"``, ``"autodelta"``,
-    ``"mapa-K-S"`` or ``"exact"``; MAPA's may name its cache's kernel after an ``@``
+    ``"mapa-K-S"``, ``"smoothed-mapa-K-S"`` or ``"exact"``; MAPA's may name its cache's kernel after an ``@``
     (:class:`MAPA`).
 
     >>> parse_method("mapa-5-10")
@@ -203,18 +237,19 @@ def parse_method(name: str) -> Method:
     if kind is None or len(numbers) != METHODS[kind][1] or not all(n.isdigit() for n in numbers):
         raise ValueError(
             f"unknown method {name!r}: use vae, iwae-S, iwae-dreg-S, vampprior-K, exemplar, autonormal, autodelta, "
-            "mapa-K-S or exact"
+            "mapa-K-S, smoothed-mapa-K-S or exact"
         )
     method_class, numbers = METHODS[kind][0], [int(n) for n in numbers]
     if not options:
         return method_class(*numbers)
     if not issubclass(method_class, MAPA):
-        raise ValueError(f"method {name!r}: only mapa-K-S and exact take a cache kernel after '@'")
+        raise ValueError(f"method {name!r}: only mapa-K-S, smoothed-mapa-K-S and exact take options after '@'")
     settings = {}
     for option in options.split(","):
-        if ("defensive" if option.startswith("d") and method_class is MAPA else "kernel") in settings:
+        takes_share = method_class is not Exact
+        if ("defensive" if option.startswith("d") and takes_share else "kernel") in settings:
             raise ValueError(f"method {name!r}: {option!r} repeats an option (one kernel, one d<share>)")
-        if option.startswith("d") and method_class is MAPA:
+        if option.startswith("d") and takes_share:
             try:
                 settings["defensive"] = float(option[1:])
             except ValueError:

@@ -316,7 +316,7 @@ def test_mapa_names_its_cache_kernel(split):
     setup = build_method(method, split, make_decoder(1, 2))
     kernel = setup.guide.posterior.kernel
     assert median_perplexity(kernel.log_weights(split.train, split.train)) == pytest.approx(5.0, rel=1e-3)
-    with pytest.raises(ValueError, match="only mapa-K-S and exact take a cache kernel"):
+    with pytest.raises(ValueError, match="only mapa-K-S, smoothed-mapa-K-S and exact take options"):
         parse_method("vae@p5")
     both = parse_method("mapa-1-10@p10,d0.99")
     assert (both.kernel, both.defensive, both.label) == ("p10", 0.99, "mapa-1-10@p10,d0.99")

@@ -49,7 +49,7 @@ def main() -> None:
 
         def score(decoder, prior, codes):
             def estimate(p):
-                return continuous_log_likelihood(decoder, prior, split.sigma, codes, split.test, p, k_hat=True)
+                return continuous_log_likelihood(decoder, prior, split.likelihood, codes, split.test, p, k_hat=True)
 
             for p in args.particles:
                 scores[p] = estimate(p).value.mean().item()
@@ -59,7 +59,7 @@ def main() -> None:
             d = codes.shape[1]
             low, high = codes.min().item() - 4.0, codes.max().item() + 4.0
             points = args.grid or (20001 if d == 1 else 801)
-            scores["grid"] = grid_log_likelihood(decoder, prior, split.sigma, split.test, low, high, points).mean().item()
+            scores["grid"] = grid_log_likelihood(decoder, prior, split.likelihood, split.test, low, high, points).mean().item()
 
         train_and_score(method, split, args.seed, args.budget, lr=float(lr),
                        test_particles=1000, max_test_particles=1000, inspect=score)

@@ -65,11 +65,11 @@ def main() -> None:
             row = []
 
             def score(decoder, _, codes):
-                row.append(empirical_log_likelihood(decoder, codes, split.test, split.sigma).mean().item())
+                row.append(empirical_log_likelihood(decoder, codes, split.test, split.likelihood).mean().item())
                 for name in args.families:
                     prior = fit_prior(codes, seed=seed, progress=False, **FAMILIES[name])
                     ll, _, _ = stable_log_likelihood(
-                        lambda p: continuous_log_likelihood(decoder, prior, split.sigma, codes, split.test, p), 2000, 32000
+                        lambda p: continuous_log_likelihood(decoder, prior, split.likelihood, codes, split.test, p), 2000, 32000
                     )
                     row.append(ll.value.mean().item())
 

@@ -14,8 +14,10 @@ import warnings
 from typing import Callable
 
 import torch
+import torch.distributed as dist
 
 from .._checks import as_data_tensor, check_num_neighbors
+from .distributed import check_same_data, gather_rows, shared_kernel
 from .index import MAPAIndex
 from .kernels import PROBE_POINTS, CustomKernel, Kernel
 from .neighbors import DEFAULT_BLOCK_ENTRIES, NeighborTable, exact_neighbors
@@ -61,6 +63,7 @@ class MAPAPosterior:
         perplexity: float | None = None,
         max_block_entries: int = DEFAULT_BLOCK_ENTRIES,
         progress: bool | None = None,
+        distributed: bool = False,
     ) -> "MAPAPosterior":
         """Compute the cache of ``data`` (``N x D``, any device, float32 or float64).
 
@@ -83,6 +86,10 @@ class MAPAPosterior:
         :param perplexity: target of ``bandwidth="auto"`` (default 10).
         :param max_block_entries: kernel entries computed at once (bounds memory).
         :param progress: progress bar; ``None`` shows one on a terminal only.
+        :param distributed: called on every rank of an initialised ``torch.distributed`` process
+            group with the same ``data``: each rank searches its share of the rows, and every
+            rank returns the whole cache, the single-process one
+            (:mod:`pyro_mapa.cache.distributed`; gloo on CPU, nccl with the data on each rank's GPU).
         """
         shorthand = (likelihood, scale, bandwidth, distance, temperature, perplexity)
         if kernel is not None and not isinstance(kernel, Kernel):
@@ -97,9 +104,22 @@ class MAPAPosterior:
                 likelihood or "normal", scale=scale, bandwidth=bandwidth, distance=distance,
                 temperature=temperature, perplexity=10.0 if perplexity is None else perplexity,
             )
+        if distributed:
+            check_same_data(data)
         kernel = kernel.calibrated(data)
+        if distributed:
+            kernel = shared_kernel(kernel)
         data = kernel.check_range(data)
-        table = exact_neighbors(data, data, kernel, num_cached, max_block_entries=max_block_entries, progress=progress)
+
+        if distributed:
+            shown = progress if dist.get_rank() == 0 else False  # one bar, on rank 0
+            table = gather_rows(
+                lambda rows: exact_neighbors(data[rows], data, kernel, num_cached,
+                                             max_block_entries=max_block_entries, progress=shown),
+                len(data), data.device,
+            )
+        else:
+            table = exact_neighbors(data, data, kernel, num_cached, max_block_entries=max_block_entries, progress=progress)
         _warn_unless_nearest_to_itself(data, table, kernel)
         return cls(data, kernel, table, fingerprint(data, cls._settings(kernel, num_cached, data)))
 

@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 
 from .._checks import as_data_tensor, check_num_neighbors
+from .approximate import approximate_neighbors
 from .distributed import check_same_data, gather_rows, shared_kernel
 from .index import MAPAIndex
 from .kernels import PROBE_POINTS, CustomKernel, Kernel
@@ -64,6 +65,7 @@ class MAPAPosterior:
         max_block_entries: int = DEFAULT_BLOCK_ENTRIES,
         progress: bool | None = None,
         distributed: bool = False,
+        search: str = "exact",
     ) -> "MAPAPosterior":
         """Compute the cache of ``data`` (``N x D``, any device, float32 or float64).
 
@@ -90,7 +92,15 @@ class MAPAPosterior:
             group with the same ``data``: each rank searches its share of the rows, and every
             rank returns the whole cache, the single-process one
             (:mod:`pyro_mapa.cache.distributed`; gloo on CPU, nccl with the data on each rank's GPU).
+        :param search: ``"exact"`` (blocked matrix products: the reference) or ``"faiss"``
+            (approximate neighbours from a faiss HNSW index, the tail mass estimated from a
+            uniform sample: :mod:`pyro_mapa.cache.approximate`; Gaussian and Bernoulli kernels;
+            ``pip install pyro-mapa[faiss]``).
         """
+        if search not in ("exact", "faiss"):
+            raise ValueError(f"search must be 'exact' or 'faiss', got {search!r}")
+        if search == "faiss" and distributed:
+            raise ValueError("search='faiss' runs in one process; distributed=True splits the exact search")
         shorthand = (likelihood, scale, bandwidth, distance, temperature, perplexity)
         if kernel is not None and not isinstance(kernel, Kernel):
             raise TypeError(f"kernel must be a pyro_mapa.Kernel (e.g. Kernel.gaussian(sigma=...)), got {kernel!r}")
@@ -111,7 +121,9 @@ class MAPAPosterior:
             kernel = shared_kernel(kernel)
         data = kernel.check_range(data)
 
-        if distributed:
+        if search == "faiss":
+            table = approximate_neighbors(data, kernel, num_cached, progress=progress)
+        elif distributed:
             shown = progress if dist.get_rank() == 0 else False  # one bar, on rank 0
             table = gather_rows(
                 lambda rows: exact_neighbors(data[rows], data, kernel, num_cached,

@@ -1,0 +1,115 @@
+r"""Approximate MAPA neighbours from faiss, with the tail mass estimated from a uniform sample
+(docs/math.md, section 2).
+
+faiss (``pip install pyro-mapa[faiss]``) finds each query's ``K_c`` candidates with a graph
+index (HNSW) that suits the kernel: ``IndexHNSWFlat`` on the raw values for the Gaussian kernel
+(squared Euclidean distance), ``IndexBinaryHNSW`` on the bits packed eight to a byte for the
+Bernoulli kernel (Hamming distance). The candidates' log-weights are then computed exactly, by
+differences, and sorted. A graph search cannot sum the mass ``T_n`` of the indices it did not
+return, so it is estimated from ``L`` indices ``u_1..u_L`` drawn uniformly from all ``N``:
+
+.. math::
+    \hat T_n = \frac{N}{L} \sum_{l=1}^{L} [u_l \notin C_n]\, e^{-d(x_n, x_{u_l}) / T},
+
+unbiased for ``T_n = sum_{m not in C_n} exp(-d(x_n, x_m) / T)`` (``C_n`` the row's cached
+indices), with relative standard error ``sqrt(N sum_m w_m^2 / T_n^2 - 1) / sqrt(L)`` over the
+uncached weights ``w_m``: small when the tail is flat, large when a few uncached points carry
+it. The bound does not depend on it for its validity: the proposal still puts mass on every
+index outside the cache, so ``E[p_hat_n] = p(x_n)`` whatever the candidates (section 3).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from .._progress import progress_bar
+from .kernels import BernoulliKernel, GaussianKernel, Kernel
+from .neighbors import NeighborTable
+
+__all__ = ["HNSW_LINKS", "TAIL_SAMPLE", "approximate_neighbors"]
+
+#: Links per node of the HNSW graph (faiss's ``M``); the index holds ``2 M`` ints per point.
+HNSW_LINKS = 32
+#: Uniform draws ``L`` per row block for the tail estimate.
+TAIL_SAMPLE = 2048
+#: Query rows per block (candidates are ``rows x K_c x D`` values at once).
+ROWS_PER_BLOCK = 256
+
+
+def _faiss():
+    try:
+        import faiss
+    except ImportError:
+        raise ImportError(
+            "search='faiss' needs faiss: pip install pyro-mapa[faiss] (or pip install faiss-cpu)"
+        ) from None
+    return faiss
+
+
+def _index(data: torch.Tensor, kernel: Kernel, num_cached: int):
+    """The faiss index of ``data`` for ``kernel``, and how to present queries to it."""
+    faiss = _faiss()
+    values = data.detach().cpu().numpy()
+    if isinstance(kernel, BernoulliKernel):
+        def encode(x: np.ndarray) -> np.ndarray:
+            return np.packbits(x.astype(np.uint8), axis=1)  # zero-padded to whole bytes: Hamming unchanged
+
+        index = faiss.IndexBinaryHNSW(8 * math.ceil(data.shape[1] / 8), HNSW_LINKS)
+    elif isinstance(kernel, GaussianKernel):
+        def encode(x: np.ndarray) -> np.ndarray:
+            return np.ascontiguousarray(x, dtype=np.float32)
+
+        index = faiss.IndexHNSWFlat(data.shape[1], HNSW_LINKS)
+    else:
+        raise ValueError(
+            f"search='faiss' supports the Gaussian and Bernoulli kernels; the kernel {kernel.name!r} computes "
+            "a custom distance, which only search='exact' can use"
+        )
+    index.add(encode(values))
+    index.hnsw.efSearch = max(2 * num_cached, 128)
+    return index, encode
+
+
+def approximate_neighbors(
+    data: torch.Tensor,
+    kernel: Kernel,
+    num_cached: int,
+    *,
+    tail_sample: int = TAIL_SAMPLE,
+    seed: int = 0,
+    progress: bool | None = None,
+) -> NeighborTable:
+    """The :class:`~pyro_mapa.cache.NeighborTable` of ``data`` against itself, its candidates
+    from a faiss HNSW index and its tails estimated (module docstring).
+
+    :param data: ``(N, D)`` training points (calibrated ``kernel``'s data).
+    :param num_cached: ``K_c``, the candidates kept per point.
+    :param tail_sample: ``L``, uniform draws per block of rows for the tail estimate.
+    :param seed: seeds the tail's draws.
+    """
+    num_points = data.shape[0]
+    if num_cached >= num_points:
+        raise ValueError(f"search='faiss' needs num_cached < N ({num_cached} >= {num_points}): use search='exact'")
+    index, encode = _index(data, kernel, num_cached)
+    generator = torch.Generator().manual_seed(seed)
+    table = [], [], []
+    for start in progress_bar(range(0, num_points, ROWS_PER_BLOCK), progress=progress, desc="MAPA neighbours (faiss)",
+                              unit="block", leave=False):
+        queries = data[start:start + ROWS_PER_BLOCK]
+        _, found = index.search(encode(queries.detach().cpu().numpy()), num_cached)
+        if (found < 0).any():
+            raise RuntimeError("faiss returned fewer than num_cached neighbours for some points; use search='exact'")
+        found = torch.from_numpy(found).to(device=data.device, dtype=torch.long)
+        values, order = kernel.candidate_log_weights(queries, data[found]).sort(dim=1, descending=True)
+        found = found.gather(1, order)
+        draws = torch.randint(0, num_points, (tail_sample,), generator=generator).to(data.device)
+        sampled = kernel.log_weights(queries, data[draws])  # (rows, L)
+        cached = (draws.view(1, -1, 1) == found.unsqueeze(1)).any(-1)
+        tail = sampled.masked_fill(cached, -math.inf).logsumexp(1) + math.log(num_points / tail_sample)
+        log_norm = torch.logaddexp(values.logsumexp(1), tail)
+        for part, value in zip(table, (found, values - log_norm.unsqueeze(1), tail - log_norm)):
+            part.append(value)
+    return NeighborTable(*(torch.cat(part) for part in table))

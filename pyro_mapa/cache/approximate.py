@@ -6,15 +6,17 @@ index (HNSW) that suits the kernel: ``IndexHNSWFlat`` on the raw values for the 
 (squared Euclidean distance), ``IndexBinaryHNSW`` on the bits packed eight to a byte for the
 Bernoulli kernel (Hamming distance). The candidates' log-weights are then computed exactly, by
 differences, and sorted. A graph search cannot sum the mass ``T_n`` of the indices it did not
-return, so it is estimated from ``L`` indices ``u_1..u_L`` drawn uniformly from all ``N``:
+return. The search asks for ``2 K_c`` candidates: the first ``K_c`` are cached (``C_n``), the
+next ``K_c`` (``E_n``, the near tail, which carries most of a sharp kernel's tail) are summed
+exactly, and the rest is estimated from ``L`` indices ``u_1..u_L`` drawn uniformly from all ``N``:
 
 .. math::
-    \hat T_n = \frac{N}{L} \sum_{l=1}^{L} [u_l \notin C_n]\, e^{-d(x_n, x_{u_l}) / T},
+    \hat T_n = \sum_{m \in E_n} w_m + \frac{N}{L} \sum_{l=1}^{L} [u_l \notin C_n \cup E_n]\, w_{u_l},
+    \qquad w_m = e^{-d(x_n, x_m) / T},
 
-unbiased for ``T_n = sum_{m not in C_n} exp(-d(x_n, x_m) / T)`` (``C_n`` the row's cached
-indices), with relative standard error ``sqrt(N sum_m w_m^2 / T_n^2 - 1) / sqrt(L)`` over the
-uncached weights ``w_m``: small when the tail is flat, large when a few uncached points carry
-it. The bound does not depend on it for its validity: the proposal still puts mass on every
+unbiased for ``T_n = sum_{m not in C_n} w_m``, the sampled part with relative standard error
+``sqrt(N sum_m w_m^2 / R_n^2 - 1) / sqrt(L)`` over the far weights (``R_n`` their sum): small when
+the far tail is flat. The bound does not depend on it for its validity: the proposal still puts mass on every
 index outside the cache, so ``E[p_hat_n] = p(x_n)`` whatever the candidates (section 3).
 """
 
@@ -93,22 +95,25 @@ def approximate_neighbors(
     num_points = data.shape[0]
     if num_cached >= num_points:
         raise ValueError(f"search='faiss' needs num_cached < N ({num_cached} >= {num_points}): use search='exact'")
-    index, encode = _index(data, kernel, num_cached)
+    num_found = min(2 * num_cached, num_points)  # C_n, then the near tail E_n
+    index, encode = _index(data, kernel, num_found)
     generator = torch.Generator().manual_seed(seed)
     table = [], [], []
     for start in progress_bar(range(0, num_points, ROWS_PER_BLOCK), progress=progress, desc="MAPA neighbours (faiss)",
                               unit="block", leave=False):
         queries = data[start:start + ROWS_PER_BLOCK]
-        _, found = index.search(encode(queries.detach().cpu().numpy()), num_cached)
+        _, found = index.search(encode(queries.detach().cpu().numpy()), num_found)
         if (found < 0).any():
-            raise RuntimeError("faiss returned fewer than num_cached neighbours for some points; use search='exact'")
+            raise RuntimeError("faiss returned fewer neighbours than asked for some points; use search='exact'")
         found = torch.from_numpy(found).to(device=data.device, dtype=torch.long)
         values, order = kernel.candidate_log_weights(queries, data[found]).sort(dim=1, descending=True)
         found = found.gather(1, order)
         draws = torch.randint(0, num_points, (tail_sample,), generator=generator).to(data.device)
         sampled = kernel.log_weights(queries, data[draws])  # (rows, L)
-        cached = (draws.view(1, -1, 1) == found.unsqueeze(1)).any(-1)
-        tail = sampled.masked_fill(cached, -math.inf).logsumexp(1) + math.log(num_points / tail_sample)
+        known = (draws.view(1, -1, 1) == found.unsqueeze(1)).any(-1)  # drawn, but in C_n or E_n
+        far = sampled.masked_fill(known, -math.inf).logsumexp(1) + math.log(num_points / tail_sample)
+        tail = torch.logaddexp(values[:, num_cached:].logsumexp(1), far)
+        values, found = values[:, :num_cached], found[:, :num_cached]
         log_norm = torch.logaddexp(values.logsumexp(1), tail)
         for part, value in zip(table, (found, values - log_norm.unsqueeze(1), tail - log_norm)):
             part.append(value)

@@ -4,8 +4,9 @@ r"""Approximate MAPA neighbours from faiss, with the tail mass estimated from a 
 faiss (``pip install pyro-mapa[faiss]``) finds each query's ``K_c`` candidates with a graph
 index (HNSW) that suits the kernel: ``IndexHNSWFlat`` on the raw values for the Gaussian kernel
 (squared Euclidean distance), ``IndexBinaryHNSW`` on the bits packed eight to a byte for the
-Bernoulli kernel (Hamming distance). The candidates' log-weights are then computed exactly, by
-differences, and sorted. A graph search cannot sum the mass ``T_n`` of the indices it did not
+Bernoulli kernel (Hamming distance), searched with ``efSearch = max(2 K_c, 128)``. The candidates'
+log-weights come from faiss's own distances, which are exact (Hamming counts; squared
+differences summed in float32), sorted. A graph search cannot sum the mass ``T_n`` of the indices it did not
 return. The search asks for ``2 K_c`` candidates: the first ``K_c`` are cached (``C_n``), the
 next ``K_c`` (``E_n``, the near tail, which carries most of a sharp kernel's tail) are summed
 exactly, and the rest is estimated from ``L`` indices ``u_1..u_L`` drawn uniformly from all ``N``:
@@ -51,7 +52,7 @@ def _faiss():
     return faiss
 
 
-def _index(data: torch.Tensor, kernel: Kernel, num_cached: int):
+def _index(data: torch.Tensor, kernel: Kernel, num_found: int):
     """The faiss index of ``data`` for ``kernel``, and how to present queries to it."""
     faiss = _faiss()
     values = data.detach().cpu().numpy()
@@ -71,7 +72,7 @@ def _index(data: torch.Tensor, kernel: Kernel, num_cached: int):
             "a custom distance, which only search='exact' can use"
         )
     index.add(encode(values))
-    index.hnsw.efSearch = max(2 * num_cached, 128)
+    index.hnsw.efSearch = max(num_found, 128)
     return index, encode
 
 
@@ -102,15 +103,17 @@ def approximate_neighbors(
     for start in progress_bar(range(0, num_points, ROWS_PER_BLOCK), progress=progress, desc="MAPA neighbours (faiss)",
                               unit="block", leave=False):
         queries = data[start:start + ROWS_PER_BLOCK]
-        _, found = index.search(encode(queries.detach().cpu().numpy()), num_found)
+        distances, found = index.search(encode(queries.detach().cpu().numpy()), num_found)
         if (found < 0).any():
             raise RuntimeError("faiss returned fewer neighbours than asked for some points; use search='exact'")
         found = torch.from_numpy(found).to(device=data.device, dtype=torch.long)
-        values, order = kernel.candidate_log_weights(queries, data[found]).sort(dim=1, descending=True)
-        found = found.gather(1, order)
+        # faiss's distances are exact (Hamming counts; squared differences summed in float32), sorted
+        values = torch.from_numpy(distances).to(device=data.device, dtype=data.dtype) / -kernel.temperature
         draws = torch.randint(0, num_points, (tail_sample,), generator=generator).to(data.device)
         sampled = kernel.log_weights(queries, data[draws])  # (rows, L)
-        known = (draws.view(1, -1, 1) == found.unsqueeze(1)).any(-1)  # drawn, but in C_n or E_n
+        listed = found.sort(dim=1).values  # drawn, but in C_n or E_n: found by binary search in the row
+        position = torch.searchsorted(listed, draws.expand(len(listed), -1).contiguous()).clamp_(max=num_found - 1)
+        known = listed.gather(1, position) == draws
         far = sampled.masked_fill(known, -math.inf).logsumexp(1) + math.log(num_points / tail_sample)
         tail = torch.logaddexp(values[:, num_cached:].logsumexp(1), far)
         values, found = values[:, :num_cached], found[:, :num_cached]

@@ -25,7 +25,7 @@ def recall(found, exact, k: int) -> float:
     row's own point (first in both)."""
     found_rel = found.log_prob[:, :k] - found.log_prob[:, :1]
     kth = (exact.log_prob[:, k - 1] - exact.log_prob[:, 0]).unsqueeze(1)
-    return (found_rel >= kth - 1e-5).float().mean().item()
+    return (found_rel >= kth - 1e-3).float().mean().item()  # 1e-3 nats: float32 rounding of values near -300
 
 
 @pytest.mark.parametrize("binary", [False, True], ids=["gaussian-l2", "bernoulli-hamming"])

@@ -38,7 +38,7 @@ __all__ = ["HNSW_LINKS", "TAIL_SAMPLE", "approximate_neighbors"]
 HNSW_LINKS = 32
 #: Uniform draws ``L`` per row block for the tail estimate.
 TAIL_SAMPLE = 2048
-#: Query rows per block (candidates are ``rows x K_c x D`` values at once).
+#: Query rows per block (``rows x L`` sampled weights at once).
 ROWS_PER_BLOCK = 256
 
 
@@ -98,6 +98,7 @@ def approximate_neighbors(
         raise ValueError(f"search='faiss' needs num_cached < N ({num_cached} >= {num_points}): use search='exact'")
     num_found = min(2 * num_cached, num_points)  # C_n, then the near tail E_n
     index, encode = _index(data, kernel, num_found)
+    centred, _ = kernel.prepared(data, data)  # the sampled weights by |a|^2 + |b|^2 - 2 a.b: centred first
     generator = torch.Generator().manual_seed(seed)
     table = [], [], []
     for start in progress_bar(range(0, num_points, ROWS_PER_BLOCK), progress=progress, desc="MAPA neighbours (faiss)",
@@ -110,7 +111,7 @@ def approximate_neighbors(
         # faiss's distances are exact (Hamming counts; squared differences summed in float32), sorted
         values = torch.from_numpy(distances).to(device=data.device, dtype=data.dtype) / -kernel.temperature
         draws = torch.randint(0, num_points, (tail_sample,), generator=generator).to(data.device)
-        sampled = kernel.log_weights(queries, data[draws])  # (rows, L)
+        sampled = kernel.log_weights(centred[start:start + ROWS_PER_BLOCK], centred[draws])  # (rows, L)
         listed = found.sort(dim=1).values  # drawn, but in C_n or E_n: found by binary search in the row
         position = torch.searchsorted(listed, draws.expand(len(listed), -1).contiguous()).clamp_(max=num_found - 1)
         known = listed.gather(1, position) == draws

@@ -20,7 +20,7 @@ from .kernels import Kernel
 from .neighbors import NeighborTable
 from .storage import fingerprint
 
-__all__ = ["check_same_data", "gather_rows", "rank_rows", "shared_kernel"]
+__all__ = ["check_same_inputs", "gather_rows", "rank_rows", "shared_kernel"]
 
 
 def _require_group() -> None:
@@ -31,18 +31,21 @@ def _require_group() -> None:
         )
 
 
-def check_same_data(data: torch.Tensor) -> None:
-    """Refuse to go on unless every rank holds the same data (by fingerprint)."""
+def check_same_inputs(data: torch.Tensor, kernel: Kernel, num_cached: int) -> None:
+    """Refuse to go on unless every rank holds the same data (by fingerprint) and asks for the
+    same kind of kernel, temperature (or none yet) and ``K_c`` (otherwise the gathered tables
+    would not fit together)."""
     _require_group()
-    mine = fingerprint(data, {})
+    mine = (fingerprint(data, {}), (type(kernel).__name__, kernel.temperature, num_cached))
     every = [None] * dist.get_world_size()
     dist.all_gather_object(every, mine)
-    differing = [rank for rank, other in enumerate(every) if other != every[0]]
-    if differing:
-        raise ValueError(
-            f"the ranks hold different data (rank {differing[0]}'s differs from rank 0's): every rank must pass the "
-            "same N x D data, in the same order, to MAPAPosterior.fit(..., distributed=True)"
-        )
+    for what, position in (("data", 0), ("kernel or num_cached", 1)):
+        differing = [rank for rank, other in enumerate(every) if other[position] != every[0][position]]
+        if differing:
+            raise ValueError(
+                f"the ranks hold different {what} (rank {differing[0]}'s differs from rank 0's): every rank must pass "
+                "the same N x D data, in the same order, and the same settings to MAPAPosterior.fit(..., distributed=True)"
+            )
 
 
 def shared_kernel(kernel: Kernel) -> Kernel:

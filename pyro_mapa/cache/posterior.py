@@ -18,7 +18,7 @@ import torch.distributed as dist
 
 from .._checks import as_data_tensor, check_num_neighbors
 from .approximate import approximate_neighbors
-from .distributed import check_same_data, gather_rows, shared_kernel
+from .distributed import check_same_inputs, gather_rows, shared_kernel
 from .index import MAPAIndex
 from .kernels import PROBE_POINTS, CustomKernel, Kernel
 from .neighbors import DEFAULT_BLOCK_ENTRIES, NeighborTable, exact_neighbors
@@ -41,11 +41,13 @@ class MAPAPosterior:
             [2, 1]])
     """
 
-    def __init__(self, data: torch.Tensor, kernel: Kernel, table: NeighborTable, fingerprint: str):
+    def __init__(self, data: torch.Tensor, kernel: Kernel, table: NeighborTable, fingerprint: str,
+                 search: str = "exact"):
         self.data = data
         self.kernel = kernel
         self.table = table
         self.fingerprint = fingerprint
+        self.search = search  # how the table was found: "exact", or "faiss" (approximate)
 
     # -- construction -------------------------------------------------------------
 
@@ -115,7 +117,7 @@ class MAPAPosterior:
                 temperature=temperature, perplexity=10.0 if perplexity is None else perplexity,
             )
         if distributed:
-            check_same_data(data)
+            check_same_inputs(data, kernel, num_cached)
         kernel = kernel.calibrated(data)
         if distributed:
             kernel = shared_kernel(kernel)
@@ -133,11 +135,13 @@ class MAPAPosterior:
         else:
             table = exact_neighbors(data, data, kernel, num_cached, max_block_entries=max_block_entries, progress=progress)
         _warn_unless_nearest_to_itself(data, table, kernel)
-        return cls(data, kernel, table, fingerprint(data, cls._settings(kernel, num_cached, data)))
+        return cls(data, kernel, table, fingerprint(data, cls._settings(kernel, num_cached, data, search)), search)
 
     @staticmethod
-    def _settings(kernel: Kernel, num_cached: int, data: torch.Tensor) -> dict:
-        return {**kernel.describe(), **kernel.data_settings(data), "num_cached": num_cached}
+    def _settings(kernel: Kernel, num_cached: int, data: torch.Tensor, search: str = "exact") -> dict:
+        # an exact cache's settings stay what they were before approximate search existed
+        extra = {} if search == "exact" else {"search": search}
+        return {**kernel.describe(), **kernel.data_settings(data), "num_cached": num_cached, **extra}
 
     # -- properties ---------------------------------------------------------------
 
@@ -158,7 +162,7 @@ class MAPAPosterior:
 
     def __repr__(self) -> str:
         return (
-            f"MAPAPosterior(kernel={self.kernel.name!r}, N={self.num_points}, K_c={self.num_cached}, "
+            f"MAPAPosterior(kernel={self.kernel.name!r}, N={self.num_points}, K_c={self.num_cached}, search={self.search!r}, "
             f"T={self.temperature:.4g}, device={self.data.device}, dtype={self.table.log_prob.dtype})"
         )
 
@@ -201,14 +205,14 @@ class MAPAPosterior:
         """A copy on ``device`` (e.g. ``"cuda"``) with the data and log-probabilities cast
         to ``dtype``; the fingerprint still matches the data (it hashes float64 values)."""
         data = self.data.to(device=device, dtype=dtype)
-        return MAPAPosterior(data, self.kernel, self.table.to(device, dtype), self.fingerprint)
+        return MAPAPosterior(data, self.kernel, self.table.to(device, dtype), self.fingerprint, self.search)
 
     # -- persistence --------------------------------------------------------------
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the cache (not the data) to ``path``, atomically: an existing file is
         replaced only once the new one is completely written."""
-        settings = self._settings(self.kernel, self.num_cached, self.data)
+        settings = self._settings(self.kernel, self.num_cached, self.data, self.search)
         write_cache_file(path, self.table._asdict(), settings, self.fingerprint, self.num_points)
 
     @classmethod
@@ -238,7 +242,8 @@ class MAPAPosterior:
         if custom and distance is None:
             raise ValueError(f"{path} was built with a custom distance; pass it as distance=")
         kernel = Kernel.from_settings(settings, distance)
-        current = cls._settings(kernel, payload["tensors"]["index"].shape[-1], data)
+        search = settings.get("search", "exact")
+        current = cls._settings(kernel, payload["tensors"]["index"].shape[-1], data, search)
         if "distance_probe" in settings:
             stored, given = (torch.tensor(x["distance_probe"], dtype=torch.float64) for x in (settings, current))
             if stored.shape != given.shape or not torch.allclose(stored, given, rtol=1e-5, atol=1e-8):
@@ -252,7 +257,7 @@ class MAPAPosterior:
         table = table.to(data.device, data.dtype)
         # an older format named its settings otherwise: re-fingerprint so that a save writes today's
         data_fingerprint = payload["fingerprint"] if current == settings else fingerprint(data, current)
-        return cls(data, kernel, table, data_fingerprint)
+        return cls(data, kernel, table, data_fingerprint, search)
 
 
 def _warn_unless_nearest_to_itself(data: torch.Tensor, table: NeighborTable, kernel: Kernel) -> None:

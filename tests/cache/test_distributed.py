@@ -12,13 +12,15 @@ def data_set() -> torch.Tensor:
     return torch.randn(203, 5, generator=torch.Generator().manual_seed(0))  # 203: unequal shares
 
 
-def _rank_main(rank: int, world: int, init_file: str, out: str, kwargs: dict, same_data: bool) -> None:
+def _rank_main(rank: int, world: int, init_file: str, out: str, kwargs: dict, same_data: bool,
+               same_settings: bool = True) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         data = data_set() if same_data or rank == 0 else data_set().flip(0)
         try:
-            posterior = MAPAPosterior.fit(data, distributed=True, progress=False, num_cached=16, **kwargs)
+            num_cached = 16 if same_settings or rank == 0 else 8
+            posterior = MAPAPosterior.fit(data, distributed=True, progress=False, num_cached=num_cached, **kwargs)
         except ValueError as e:
             torch.save({"error": str(e)}, f"{out}.{rank}")
             return
@@ -32,9 +34,9 @@ def _rank_main(rank: int, world: int, init_file: str, out: str, kwargs: dict, sa
         dist.destroy_process_group()
 
 
-def spawn(tmp_path, kwargs: dict, same_data: bool = True) -> list[dict]:
+def spawn(tmp_path, kwargs: dict, same_data: bool = True, same_settings: bool = True) -> list[dict]:
     out = str(tmp_path / "result")
-    mp.start_processes(_rank_main, args=(2, str(tmp_path / "init"), out, kwargs, same_data), nprocs=2,
+    mp.start_processes(_rank_main, args=(2, str(tmp_path / "init"), out, kwargs, same_data, same_settings), nprocs=2,
                        start_method="spawn")
     return [torch.load(f"{out}.{rank}") for rank in range(2)]
 
@@ -56,6 +58,11 @@ def test_two_ranks_build_the_single_process_cache(tmp_path, kwargs):
 def test_ranks_with_different_data_are_refused(tmp_path):
     for result in spawn(tmp_path, {"scale": 0.5}, same_data=False):
         assert "the ranks hold different data" in result["error"]
+
+
+def test_ranks_with_different_settings_are_refused(tmp_path):
+    for result in spawn(tmp_path, {"scale": 0.5}, same_settings=False):
+        assert "the ranks hold different kernel or num_cached" in result["error"]
 
 
 def test_without_a_process_group_the_error_says_how_to_start_one():

@@ -294,10 +294,6 @@ class _SquaredEuclidean(Kernel):
     def shifted_log_weights(self, a, b, out, column_shift):
         return torch.addmm(column_shift, a, b.T, alpha=2.0 / self._calibrated_temperature(), out=out)
 
-    def candidate_log_weights(self, queries: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-        """``-||a_i - c_ik||^2 / T`` by differences: no cancellation."""
-        return (queries.unsqueeze(1) - candidates).pow(2).sum(-1) / -self._calibrated_temperature()
-
 
 @dataclass(frozen=True, kw_only=True)
 class GaussianKernel(_SquaredEuclidean):
@@ -323,6 +319,9 @@ class GaussianKernel(_SquaredEuclidean):
         largest = max(torch.linalg.vector_norm(t, dim=1).max().item() for t in (queries, data)) ** 2
         return 2 * largest * torch.finfo(data.dtype).eps / self._calibrated_temperature() >= tolerance
 
+    def candidate_log_weights(self, queries: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """``-||a_i - c_ik||^2 / T`` by differences: no cancellation."""
+        return (queries.unsqueeze(1) - candidates).pow(2).sum(-1) / -self._calibrated_temperature()
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -21,9 +21,10 @@ from pyro.optim import Adam
 from pyro_mapa import MAPAGuide, MAPAPosterior, pca_codes
 from pyro_mapa.evaluation import empirical_log_likelihood
 from pyro_mapa.experiments import Split, parse_method
-from pyro_mapa.experiments.baselines import empirical_model, make_decoder
+from pyro_mapa.experiments.baselines import empirical_model
 from pyro_mapa.experiments.counting import PassCounter
 from pyro_mapa.experiments.methods import MAPA
+from pyro_mapa.models import make_decoder
 
 
 def train_curve(

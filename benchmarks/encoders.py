@@ -24,7 +24,8 @@ from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import Adam
 
 from pyro_mapa.datasets import SyntheticData
-from pyro_mapa.experiments.baselines import encoder_guide, make_encoder
+from pyro_mapa.experiments.baselines import encoder_guide
+from pyro_mapa.models import make_encoder
 
 RECIPES = ("elbo", "sleep+elbo")
 

@@ -20,8 +20,8 @@ import torch
 
 from pyro_mapa.evaluation import EncoderProposal, laplace_mixture_proposal
 from pyro_mapa.experiments import load_split, train_and_score
-from pyro_mapa.experiments.baselines import make_encoder
 from pyro_mapa.experiments.scoring import _estimate, continuous_model
+from pyro_mapa.models import make_encoder
 
 
 def main() -> None:

@@ -36,8 +36,9 @@ from pyro.optim import Adam
 
 from pyro_mapa import MAPA_ELBO, IndexProposal, MAPAGuide, MAPAPosterior, decode
 from pyro_mapa.experiments import load_split
-from pyro_mapa.experiments.baselines import empirical_model, make_decoder
+from pyro_mapa.experiments.baselines import empirical_model
 from pyro_mapa.infer.importance import ImportanceWeights
+from pyro_mapa.models import make_decoder
 
 
 def timed(fn, repeats: int) -> float:

@@ -16,9 +16,9 @@ from typing import Callable
 import torch
 import torch.distributed as dist
 
+from .._files import fingerprint
 from .kernels import Kernel
 from .neighbors import NeighborTable
-from .storage import fingerprint
 
 __all__ = ["check_same_inputs", "gather_rows", "rank_rows", "shared_kernel"]
 

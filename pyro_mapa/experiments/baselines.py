@@ -30,33 +30,18 @@ import pyro.distributions as dist
 import torch
 from pyro.distributions import constraints
 
-from ..models import Likelihood, as_likelihood, decode_unique
+from ..models import Likelihood, as_likelihood, observe_empirical
 
 __all__ = [
     "empirical_model",
     "encoder_guide",
     "exemplar_model",
-    "make_decoder",
-    "make_encoder",
     "smoothed_empirical_model",
     "smoothed_guide",
     "vae_model",
     "vamp_prior",
     "vampprior_model",
 ]
-
-
-def make_decoder(latent_dim: int, obs_dim: int, hidden: int = 50) -> torch.nn.Module:
-    """The decoder every method shares."""
-    return torch.nn.Sequential(
-        torch.nn.Linear(latent_dim, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, hidden), torch.nn.Tanh(),
-        torch.nn.Linear(hidden, obs_dim),
-    )
-
-
-def make_encoder(obs_dim: int, latent_dim: int, hidden: int = 50) -> torch.nn.Module:
-    """The amortized encoder of VAE and IWAE: ``x -> (loc, log scale)``."""
-    return make_decoder(obs_dim, 2 * latent_dim, hidden)
 
 
 def vae_model(decoder: torch.nn.Module, likelihood: Likelihood | float, num_points: int, latent_dim: int) -> Callable:
@@ -162,11 +147,7 @@ def empirical_model(
 
     def model(x, idx=None):
         pyro.module("decoder", decoder)
-        codes = pyro.param("codes", initial_codes)
-        with pyro.plate("data", num_points, subsample=idx):
-            i = pyro.sample("i", dist.Categorical(logits=torch.zeros(num_points)))
-            out, rows = decode_unique(decoder, codes, i)
-            pyro.sample("x", likelihood.gathered(out, rows), obs=x)
+        observe_empirical(decoder, pyro.param("codes", initial_codes), likelihood, x, idx)
 
     return model
 

@@ -23,8 +23,8 @@ from ..cache import MAPAPosterior
 from ..datasets import load_synthetic
 from ..evaluation import empirical_log_likelihood
 from ..infer import MAPA_ELBO, MAPAGuide
-from ..models import pca_codes
-from .baselines import empirical_model, make_decoder
+from ..models import make_decoder, pca_codes
+from .baselines import empirical_model
 
 __all__ = ["DemoResult", "run_demo"]
 

@@ -11,11 +11,10 @@ from pyro.infer import Trace_ELBO
 
 from ..cache import MAPAPosterior
 from ..infer import IWAE_ELBO
-from ..models import ExemplarMixture
+from ..models import ExemplarMixture, make_encoder
 from .baselines import (
     encoder_guide,
     exemplar_model,
-    make_encoder,
     vae_model,
     vamp_prior,
     vampprior_model,

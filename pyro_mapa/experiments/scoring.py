@@ -32,8 +32,7 @@ from ..evaluation import (
     importance_log_likelihood,
     laplace_mixture_proposal,
 )
-from ..models import Likelihood
-from .baselines import make_encoder
+from ..models import Likelihood, make_encoder
 
 __all__ = ["SCORERS", "ModelScorer", "continuous_log_likelihood", "continuous_model"]
 

@@ -41,7 +41,7 @@ from ..evaluation import (
     stable_log_likelihood,
 )
 from ..evaluation.likelihood import check_sample_range
-from .baselines import make_decoder
+from ..models import make_decoder
 from .counting import PassCounter
 from .methods import Method, build_method, parse_method
 from .scoring import ModelScorer

@@ -2,6 +2,7 @@
 objects, starting codes, and the final model's fitted prior (docs/math.md, section 1)."""
 
 from .decode import decode, decode_unique
+from .empirical import EmpiricalModel, observe_empirical
 from .exemplar import ExemplarMixture
 from .gathered import GatheredBernoulli, GatheredNormal
 from .initialization import pca_codes
@@ -11,10 +12,12 @@ from .likelihoods import (
     NormalLikelihood,
     as_likelihood,
 )
+from .networks import make_decoder, make_encoder
 from .priors import fit_prior
 
 __all__ = [
     "BernoulliLikelihood",
+    "EmpiricalModel",
     "ExemplarMixture",
     "GatheredBernoulli",
     "GatheredNormal",
@@ -24,5 +27,8 @@ __all__ = [
     "decode",
     "decode_unique",
     "fit_prior",
+    "make_decoder",
+    "make_encoder",
+    "observe_empirical",
     "pca_codes",
 ]

@@ -162,7 +162,7 @@ def test_other_data_is_named_before_a_missing_custom_distance(tmp_path, float64)
 )
 def test_a_crafted_file_with_a_recomputed_checksum_is_refused(tmp_path, fitted, edit, message):
     """Issue 12: tables edited and their checksum recomputed loaded, and sample() returned index 999."""
-    from pyro_mapa.cache.storage import _tensor_digest
+    from pyro_mapa._files import _tensor_digest
 
     data, posterior = fitted
     posterior.save(tmp_path / "c.pt")

@@ -22,9 +22,10 @@ from pyro_mapa.experiments import (
     snapshot_params,
     train_and_score,
 )
-from pyro_mapa.experiments.baselines import empirical_model, make_decoder
+from pyro_mapa.experiments.baselines import empirical_model
 from pyro_mapa.experiments.cli import main
 from pyro_mapa.experiments.methods import MAPA
+from pyro_mapa.models import make_decoder
 
 
 @pytest.fixture(scope="module")

@@ -10,12 +10,15 @@ import torch
 
 from pyro_mapa.experiments.baselines import (
     exemplar_model,
-    make_decoder,
-    make_encoder,
     vamp_prior,
     vampprior_model,
 )
-from pyro_mapa.models import ExemplarMixture, NormalLikelihood
+from pyro_mapa.models import (
+    ExemplarMixture,
+    NormalLikelihood,
+    make_decoder,
+    make_encoder,
+)
 
 
 def normal_log_prob(z, loc, scale):

@@ -1,0 +1,116 @@
+"""MAPA training on several processes with PyTorch's own engine (docs/math.md, section 9).
+
+Each rank holds the whole model (decoder and the ``N x d`` codes) and the whole cache, draws
+its own minibatch (disjoint from the other ranks' within a step: torch's
+``DistributedSampler``) and its own particles (its own seed), and computes the subsampled
+bound's loss ``-(N / B) sum_{n in batch} L_n``. Averaging the ranks' gradients gives the
+gradient of the same estimate on the union of the minibatches, so the step equals a
+single-process step on that union with the same particles.
+
+The decoder's gradient is averaged by ``torch.nn.parallel.DistributedDataParallel``. The
+codes' gradient is dense in autograd (``N x d``) but non-zero only in the rows a step decoded;
+``code_gradients="rows"`` leaves the codes out of DDP and all-gathers only those rows and their
+indices (``torch.distributed.all_gather``), summing them into the dense gradient;
+``"dense"`` lets DDP all-reduce the whole ``N x d`` tensor.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import BatchSampler, DistributedSampler
+
+from .._checks import check_count
+
+__all__ = ["CODE_GRADIENTS", "DataParallelStep", "minibatches", "process_group_size"]
+
+#: How the codes' gradient travels between ranks.
+CODE_GRADIENTS = ("rows", "dense")
+
+
+def process_group_size() -> tuple[int, int]:
+    """``(rank, world size)`` of the initialised process group, ``(0, 1)`` without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def minibatches(num_points: int, batch_size: int, seed: int, epoch: int) -> Iterator[torch.Tensor]:
+    """This rank's minibatches of one epoch: the indices ``0..N-1`` shuffled by ``seed + epoch``
+    (the same order on every rank), dealt out to the ranks (``DistributedSampler``), then cut
+    into batches of ``batch_size``; the last, short batch dropped, so that every rank takes
+    the same number of steps."""
+    rank, world = process_group_size()
+    check_count(batch_size, "batch_size")
+    if batch_size * world > num_points:
+        raise ValueError(f"batch_size={batch_size} on {world} processes needs at least {batch_size * world} points, "
+                         f"got N={num_points}")
+    sampler = DistributedSampler(range(num_points), num_replicas=world, rank=rank, shuffle=True, seed=seed,
+                                 drop_last=True)
+    sampler.set_epoch(epoch)
+    for batch in BatchSampler(sampler, batch_size, drop_last=True):
+        yield torch.tensor(batch)
+
+
+class DataParallelStep:
+    """One optimiser step of ``loss`` (an ``ELBOModule`` such as ``MAPA_ELBO(K, S)(model, guide)``
+    whose model has the codes as its parameter ``codes``), the gradient averaged over the
+    ranks of the process group (or a plain step without one).
+
+    :param loss: the ``ELBOModule``; its parameters are what ``optimizer`` steps.
+    :param optimizer: a ``torch.optim`` optimiser over ``loss.parameters()``.
+    :param code_gradients: ``"rows"`` (all-gather the rows a step touched) or ``"dense"``
+        (DDP all-reduces the whole ``N x d`` gradient).
+    """
+
+    def __init__(self, loss: torch.nn.Module, optimizer: torch.optim.Optimizer, code_gradients: str = "rows"):
+        if code_gradients not in CODE_GRADIENTS:
+            raise ValueError(f"code_gradients must be one of {CODE_GRADIENTS}, got {code_gradients!r}")
+        self.codes = loss.model.codes
+        self.optimizer = optimizer
+        self.rank, self.world = process_group_size()
+        self.gather_rows = code_gradients == "rows" and self.world > 1
+        self.module = loss
+        if self.world > 1:
+            if self.gather_rows:
+                # DDP's own switch for parameters it must leave alone (public since torch 1.8, named private)
+                DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(loss, ["model.codes"])
+            self.module = DistributedDataParallel(loss)
+        #: bytes of code gradient this rank sent at the last step
+        self.code_bytes_sent = 0
+
+    def __call__(self, x: torch.Tensor, idx: torch.Tensor) -> float:
+        """Step on this rank's minibatch ``x = data[idx]``; returns this rank's loss."""
+        self.optimizer.zero_grad()
+        loss = self.module(x, idx)
+        loss.backward()
+        if self.gather_rows:
+            self._average_touched_rows()
+        elif self.world > 1:
+            self.code_bytes_sent = self.codes.numel() * self.codes.element_size()
+        self.optimizer.step()
+        return loss.item()
+
+    def _average_touched_rows(self) -> None:
+        """``codes.grad`` <- the ranks' mean, sending only the non-zero rows and their indices."""
+        grad = self.codes.grad
+        rows = grad.ne(0).any(1).nonzero().squeeze(1)
+        counts = [torch.zeros(1, dtype=torch.long, device=grad.device) for _ in range(self.world)]
+        dist.all_gather(counts, torch.tensor([len(rows)], device=grad.device))
+        longest = int(max(c.item() for c in counts))
+        padded_rows = rows.new_zeros(longest)
+        padded_rows[: len(rows)] = rows
+        padded_grads = grad.new_zeros(longest, grad.shape[1])
+        padded_grads[: len(rows)] = grad[rows]
+        all_rows = [torch.empty_like(padded_rows) for _ in range(self.world)]
+        all_grads = [torch.empty_like(padded_grads) for _ in range(self.world)]
+        dist.all_gather(all_rows, padded_rows)
+        dist.all_gather(all_grads, padded_grads)
+        summed = torch.zeros_like(grad)
+        for count, r, g in zip(counts, all_rows, all_grads):
+            summed.index_add_(0, r[: int(count.item())], g[: int(count.item())])
+        self.codes.grad = summed / self.world
+        self.code_bytes_sent = longest * (padded_rows.element_size() + grad.shape[1] * grad.element_size())

@@ -5,7 +5,8 @@ data once, swap in :class:`MAPAGuide` and :class:`MAPA_ELBO`, and train with
 ``pyro.infer.SVI``. The package's rooms, one way: :mod:`pyro_mapa.cache` (data ->
 neighbours and weights), :mod:`pyro_mapa.infer` (weights -> particles -> bound),
 :mod:`pyro_mapa.models` (what a user's model uses), :mod:`pyro_mapa.evaluation` (scores
-and diagnostics), :mod:`pyro_mapa.datasets`, and :mod:`pyro_mapa.experiments` (the
+and diagnostics), :mod:`pyro_mapa.trainer` (a user's data in, a saved model out, on one
+process or data-parallel), :mod:`pyro_mapa.datasets`, and :mod:`pyro_mapa.experiments` (the
 comparison harness). The math they cite is in docs/math.md.
 """
 
@@ -21,6 +22,7 @@ from .infer import (
     MAPAGuide,
 )
 from .models import (
+    EmpiricalModel,
     GatheredBernoulli,
     GatheredNormal,
     decode,
@@ -28,10 +30,12 @@ from .models import (
     fit_prior,
     pca_codes,
 )
+from .trainer import TrainedModel, train_mapa
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "EmpiricalModel",
     "GatheredBernoulli",
     "GatheredNormal",
     "IWAE_ELBO",
@@ -46,9 +50,11 @@ __all__ = [
     "MAPAPosterior",
     "MAPA_ELBO",
     "NeighborTable",
+    "TrainedModel",
     "decode",
     "decode_unique",
     "exact_neighbors",
     "fit_prior",
     "pca_codes",
+    "train_mapa",
 ]

@@ -28,7 +28,7 @@ import torch
 from .._checks import as_data_tensor, check_count
 from .._progress import progress_bar
 
-__all__ = ["fit_prior"]
+__all__ = ["fit_prior", "prior_from_tensors", "prior_tensors"]
 
 
 def _gaussian(codes: torch.Tensor) -> dist.Distribution:
@@ -64,25 +64,34 @@ def _flow(codes: torch.Tensor, num_steps: int, batch_size: int, seed: int, progr
 CHECK_EVERY, PATIENCE = 100, 3
 
 
+def _flow_layers(d: int, dtype: torch.dtype, device: torch.device) -> torch.nn.ModuleList:
+    """The flow's trainable splines: one for ``d = 1``, else two couplings (``min(10 d, 128)`` hidden units)."""
+    width = min(10 * d, 128)
+    splines = [T.Spline(d, count_bins=16, bound=5.0)] if d == 1 else [
+        T.spline_coupling(d, hidden_dims=[width, width], count_bins=16, bound=5.0) for _ in range(2)
+    ]
+    return torch.nn.ModuleList(splines).to(device=device, dtype=dtype)
+
+
+def _flow_distribution(splines: torch.nn.ModuleList, loc: torch.Tensor, scale: torch.Tensor) -> dist.Distribution:
+    """``N(0, I)`` through the splines (the coordinates reversed between two couplings), then ``loc + scale z``."""
+    d = len(loc)
+    transforms = list(splines) if d == 1 else [
+        splines[0], T.Permute(torch.arange(d - 1, -1, -1, device=loc.device)), splines[1]
+    ]
+    base = dist.Normal(torch.zeros(d, dtype=loc.dtype, device=loc.device), 1.0).to_event(1)
+    return dist.TransformedDistribution(base, [*transforms, T.AffineTransform(loc, scale)])
+
+
 def _train_flow(codes: torch.Tensor, num_steps: int, batch_size: int, progress: bool | None) -> dist.Distribution:
-    d = codes.shape[1]
     held_out = min(len(codes) // 10, 5000) if len(codes) >= 2000 else 0
     if held_out:
         order = torch.randperm(len(codes), device=codes.device)
         codes, check = codes[order[held_out:]], codes[order[:held_out]]
     # standardise first (an affine map), so that the spline's bounded region covers the codes
     loc, scale = codes.mean(0), codes.std(0).clamp_min(1e-6)
-    standardise = T.AffineTransform(loc, scale)
-    width = min(10 * d, 128)
-    splines = [T.Spline(d, count_bins=16, bound=5.0)] if d == 1 else [
-        T.spline_coupling(d, hidden_dims=[width, width], count_bins=16, bound=5.0) for _ in range(2)
-    ]
-    splines = torch.nn.ModuleList(splines).to(device=codes.device, dtype=codes.dtype)
-    transforms = list(splines) if d == 1 else [
-        splines[0], T.Permute(torch.arange(d - 1, -1, -1, device=codes.device)), splines[1]
-    ]
-    base = dist.Normal(torch.zeros(d, dtype=codes.dtype, device=codes.device), 1.0).to_event(1)
-    flow = dist.TransformedDistribution(base, [*transforms, standardise])
+    splines = _flow_layers(codes.shape[1], codes.dtype, codes.device)
+    flow = _flow_distribution(splines, loc, scale)
     optimizer = torch.optim.Adam(splines.parameters(), lr=1e-2)
     best, best_state, stale = -float("inf"), None, 0
     for step in progress_bar(range(num_steps), progress=progress, desc="fitting flow prior", leave=False):
@@ -103,7 +112,7 @@ def _train_flow(codes: torch.Tensor, num_steps: int, batch_size: int, progress: 
     if best_state is not None:
         splines.load_state_dict(best_state)
     splines.requires_grad_(False)
-    return dist.TransformedDistribution(base, [*transforms, standardise])
+    return _flow_distribution(splines, loc, scale)
 
 
 def fit_prior(
@@ -145,3 +154,36 @@ def fit_prior(
         check_count(batch_size, "batch_size")
         return _flow(codes, num_steps, batch_size, seed, progress)
     raise ValueError(f"family must be 'gaussian', 'gmm' or 'flow', got {family!r}")
+
+
+def prior_tensors(prior: dist.Distribution) -> tuple[str, dict[str, torch.Tensor]]:
+    """The family and the tensors of a prior :func:`fit_prior` returned, for a file
+    (:func:`prior_from_tensors` rebuilds it)."""
+    if isinstance(prior, dist.MultivariateNormal):
+        return "gaussian", {"loc": prior.loc, "covariance_matrix": prior.covariance_matrix}
+    if isinstance(prior, dist.MixtureSameFamily) and isinstance(prior.component_distribution, dist.MultivariateNormal):
+        components = prior.component_distribution
+        return "gmm", {"weights": prior.mixture_distribution.probs, "means": components.loc,
+                       "covariances": components.covariance_matrix}
+    if isinstance(prior, dist.TransformedDistribution) and isinstance(prior.transforms[-1], T.AffineTransform):
+        splines = torch.nn.ModuleList(t for t in prior.transforms if isinstance(t, torch.nn.Module))
+        standardise = prior.transforms[-1]
+        return "flow", {"loc": standardise.loc, "scale": standardise.scale,
+                        **{f"splines.{k}": v for k, v in splines.state_dict().items()}}
+    raise ValueError(f"cannot save a prior of type {type(prior).__name__}: fit it with fit_prior (gaussian, gmm, flow)")
+
+
+def prior_from_tensors(family: str, tensors: dict[str, torch.Tensor]) -> dist.Distribution:
+    """The prior :func:`prior_tensors` took apart."""
+    if family == "gaussian":
+        return dist.MultivariateNormal(tensors["loc"], covariance_matrix=tensors["covariance_matrix"])
+    if family == "gmm":
+        components = dist.MultivariateNormal(tensors["means"], covariance_matrix=tensors["covariances"])
+        return dist.MixtureSameFamily(dist.Categorical(probs=tensors["weights"]), components)
+    if family == "flow":
+        loc = tensors["loc"]
+        splines = _flow_layers(len(loc), loc.dtype, loc.device)
+        splines.load_state_dict({k[len("splines."):]: v for k, v in tensors.items() if k.startswith("splines.")})
+        splines.requires_grad_(False)
+        return _flow_distribution(splines, loc, tensors["scale"])
+    raise ValueError(f"unknown prior family {family!r}")

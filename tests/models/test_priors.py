@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pyro.distributions as dist
 import pytest
 import torch
 
@@ -130,3 +131,24 @@ def test_a_large_flow_fit_stops_on_held_out_codes(monkeypatch):
     fresh = draw(2000)
     with torch.no_grad():
         assert flow.log_prob(fresh).mean() > fit_prior(draw(4000), "gaussian").log_prob(fresh).mean() + 0.3
+
+
+@pytest.mark.parametrize("family", ["gaussian", "gmm", "flow"])
+@pytest.mark.parametrize("d", [1, 3])
+def test_a_prior_taken_apart_and_rebuilt_has_the_same_density(family, d):
+    from pyro_mapa.models.priors import prior_from_tensors, prior_tensors
+
+    codes = torch.randn(300, d, generator=torch.Generator().manual_seed(0)) * torch.arange(1.0, d + 1)
+    prior = fit_prior(codes, family, num_components=3, num_steps=50, progress=False)
+    name, tensors = prior_tensors(prior)
+    assert name == family
+    rebuilt = prior_from_tensors(name, {k: v.clone() for k, v in tensors.items()})
+    z = torch.randn(50, d) * 2
+    assert torch.equal(rebuilt.log_prob(z), prior.log_prob(z))
+
+
+def test_a_prior_fit_prior_did_not_make_cannot_be_saved():
+    from pyro_mapa.models.priors import prior_tensors
+
+    with pytest.raises(ValueError, match="cannot save a prior of type Normal"):
+        prior_tensors(dist.Normal(torch.zeros(2), 1.0))

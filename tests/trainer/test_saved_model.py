@@ -1,0 +1,117 @@
+"""train_mapa end to end, the model file (a fresh process scores the same; other data, a
+truncated or corrupted file refused; nothing half-written), and the train/score commands
+in one process and under torchrun with 2 processes."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from pyro_mapa.evaluation import empirical_log_likelihood
+from pyro_mapa.models import BernoulliLikelihood
+from pyro_mapa.trainer import TrainedModel, train_mapa
+
+
+def binary_data(num_points=600, dim=12, seed=0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    prototypes = (torch.rand(4, dim, generator=g) < 0.5).float()
+    flips = torch.rand(num_points, dim, generator=g) < 0.1
+    return (prototypes[torch.randint(0, 4, (num_points,), generator=g)] != flips).float()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("model")
+    data = binary_data()
+    model = train_mapa(data, BernoulliLikelihood(), latent_dim=2, hidden=16, epochs=4, batch_size=50, lr=1e-2,
+                       cache=folder / "cache.pt", progress=False)
+    model.save(folder / "model.pt")
+    return folder, data, model
+
+
+def test_training_improves_the_exact_log_likelihood(trained):
+    folder, data, model = trained
+    untrained = train_mapa(data, BernoulliLikelihood(), latent_dim=2, hidden=16, epochs=1, batch_size=50, lr=1e-9,
+                           cache=folder / "cache.pt", progress=False)
+    assert model.log_likelihood(data).mean() > untrained.log_likelihood(data).mean() + 0.5
+    # the exact score is the empiricalized model's logsumexp over the codes
+    reference = empirical_log_likelihood(model.decoder, model.codes, data, BernoulliLikelihood())
+    assert torch.equal(model.log_likelihood(data), reference)
+
+
+def test_a_fresh_process_loads_the_model_and_scores_the_same(trained):
+    folder, data, model = trained
+    np.save(folder / "new.npy", data[:50].numpy())
+    script = ("import sys, numpy, torch; from pyro_mapa.trainer import TrainedModel; "
+              f"m = TrainedModel.load({str(folder / 'model.pt')!r}, numpy.load({str(folder / 'train.npy')!r})); "
+              f"torch.save(m.log_likelihood(numpy.load({str(folder / 'new.npy')!r})), {str(folder / 'scores.pt')!r})")
+    np.save(folder / "train.npy", data.numpy())
+    subprocess.run([sys.executable, "-c", script], check=True)
+    assert torch.equal(torch.load(folder / "scores.pt"), model.log_likelihood(data[:50]))
+
+
+def test_the_loaded_prior_and_decoder_are_the_saved_ones(trained):
+    folder, data, model = trained
+    loaded = TrainedModel.load(folder / "model.pt")
+    z = torch.randn(20, 2)
+    assert torch.allclose(loaded.prior.log_prob(z), model.prior.log_prob(z), atol=0, rtol=0)
+    assert torch.equal(loaded.decoder(z), model.decoder(z))
+    torch.manual_seed(1)
+    samples = loaded.sample(5)
+    assert samples.shape == (5, 12) and set(samples.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_other_data_a_truncated_and_a_corrupted_file_are_refused(trained, tmp_path):
+    folder, data, _ = trained
+    with pytest.raises(ValueError, match="was trained on other data"):
+        TrainedModel.load(folder / "model.pt", data.flip(0))
+    blob = (folder / "model.pt").read_bytes()
+    (tmp_path / "truncated.pt").write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(ValueError, match="not a readable pyro-mapa model"):
+        TrainedModel.load(tmp_path / "truncated.pt")
+    cache = folder / "cache.pt"
+    with pytest.raises(ValueError, match="not a readable pyro-mapa model"):
+        TrainedModel.load(cache)  # another kind of file
+
+
+def test_a_failed_save_leaves_the_old_file_whole(trained, monkeypatch):
+    folder, data, model = trained
+    before = (folder / "model.pt").read_bytes()
+
+    def broken_save(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        model.save(folder / "model.pt")
+    assert (folder / "model.pt").read_bytes() == before
+    assert not [p for p in os.listdir(folder) if p.startswith(".mapa-")]
+
+
+def test_a_cache_of_other_data_is_refused(trained):
+    folder, data, _ = trained
+    with pytest.raises(ValueError, match="built from other data"):
+        train_mapa(binary_data(seed=1), BernoulliLikelihood(), latent_dim=2, hidden=16, epochs=1,
+                   cache=folder / "cache.pt", progress=False)
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_the_train_and_score_commands(tmp_path, processes):
+    np.save(tmp_path / "x.npy", binary_data().numpy())
+    launcher = [sys.executable, "-m", "pyro_mapa"] if processes == 1 else [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "pyro_mapa"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([*launcher, "train", "--data", str(tmp_path / "x.npy"), "--likelihood", "bernoulli",
+                    "--hidden", "16", "--epochs", "2", "--batch-size", "50", "--out", str(tmp_path / "m"), "--quiet"],
+                   check=True, env=env, capture_output=True)
+    record = json.loads((tmp_path / "m" / "train.json").read_text())
+    assert record["settings"]["processes"] == processes
+    assert record["settings"]["steps"] == 2 * (600 // (50 * processes))
+    scored = subprocess.run([sys.executable, "-m", "pyro_mapa", "score", "--model", str(tmp_path / "m"),
+                             "--data", str(tmp_path / "x.npy")], check=True, capture_output=True, text=True)
+    reported = float(scored.stdout.split("log-likelihood ")[1].split()[0])
+    assert abs(reported - record["train_log_likelihood"]) < 1e-3

@@ -22,9 +22,9 @@ from pyro_mapa import MAPAGuide, MAPAPosterior, pca_codes
 from pyro_mapa.evaluation import empirical_log_likelihood
 from pyro_mapa.experiments import Split, parse_method
 from pyro_mapa.experiments.baselines import empirical_model
-from pyro_mapa.experiments.counting import PassCounter
 from pyro_mapa.experiments.methods import MAPA
 from pyro_mapa.models import make_decoder
+from pyro_mapa.models.counting import PassCounter
 
 
 def train_curve(

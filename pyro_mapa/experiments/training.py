@@ -42,7 +42,7 @@ from ..evaluation import (
 )
 from ..evaluation.likelihood import check_sample_range
 from ..models import make_decoder
-from .counting import PassCounter
+from ..models.counting import PassCounter
 from .methods import Method, build_method, parse_method
 from .scoring import ModelScorer
 from .split import Split

@@ -109,8 +109,7 @@ class DataParallelStep:
         all_grads = [torch.empty_like(padded_grads) for _ in range(self.world)]
         dist.all_gather(all_rows, padded_rows)
         dist.all_gather(all_grads, padded_grads)
-        summed = torch.zeros_like(grad)
+        grad.zero_()  # in place: no second N x d tensor
         for count, r, g in zip(counts, all_rows, all_grads):
-            summed.index_add_(0, r[: int(count.item())], g[: int(count.item())])
-        self.codes.grad = summed / self.world
+            grad.index_add_(0, r[: int(count.item())], g[: int(count.item())], alpha=1.0 / self.world)
         self.code_bytes_sent = longest * (padded_rows.element_size() + grad.shape[1] * grad.element_size())

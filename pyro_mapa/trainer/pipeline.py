@@ -28,6 +28,7 @@ from ..models import (
     make_decoder,
     pca_codes,
 )
+from ..models.counting import PassCounter
 from .data_parallel import DataParallelStep, minibatches, process_group_size
 from .saved import TrainedModel
 
@@ -80,7 +81,8 @@ def train_mapa(
     :param cache: a cache file: loaded if it exists (it must be this data's), else written.
     :param search: the cache's neighbour search, ``"exact"`` or ``"faiss"``.
     :param code_gradients: how the codes' gradient travels between ranks, ``"rows"`` or ``"dense"``.
-    :returns: the trained model; its ``settings`` hold the timings and the last epoch's mean loss.
+    :returns: the trained model; its ``settings`` hold the timings, this rank's training
+        decoder passes (rows through the decoder) and the last epoch's mean loss.
     """
     likelihood = as_likelihood(likelihood)
     data = as_data_tensor(data, binary=likelihood.binary)
@@ -106,6 +108,7 @@ def train_mapa(
         loss = MAPA_ELBO(num_neighbors, num_samples, max_plate_nesting=1)(model, guide)
         step = DataParallelStep(loss, torch.optim.Adam(loss.parameters(), lr=lr), code_gradients)
         pyro.set_rng_seed(seed + rank)  # each rank its own particles
+        passes = PassCounter(model.decoder)
         clock, steps = time.perf_counter(), 0
         bar = progress_bar(range(epochs), progress=show, desc="training MAPA", unit="epoch")
         for epoch in bar:
@@ -113,13 +116,14 @@ def train_mapa(
             steps += len(losses)
             bar.set_postfix(loss=f"{sum(losses) / len(losses) / num_points:.3f}/point")
         timings["train_seconds"] = time.perf_counter() - clock
+        passes.remove()
     codes = model.codes.detach()
     clock = time.perf_counter()
     fitted = fit_prior(codes, prior, num_components=num_components, seed=seed, progress=show)
     timings["prior_seconds"] = time.perf_counter() - clock
     settings = {"obs_dim": obs_dim, "hidden": hidden, "num_neighbors": num_neighbors, "num_samples": num_samples,
                 "epochs": epochs, "batch_size": batch_size, "lr": lr, "processes": world, "steps": steps,
-                "seed": seed, "search": posterior.search, "code_gradients": code_gradients,
+                "decoder_passes": passes.count, "seed": seed, "search": posterior.search, "code_gradients": code_gradients,
                 "last_epoch_loss_per_point": sum(losses) / len(losses) / num_points, **timings}
     return TrainedModel(model.decoder.requires_grad_(False), codes, likelihood, fitted,
                         TrainedModel.fingerprint_of(data), settings)

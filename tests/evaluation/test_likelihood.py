@@ -9,7 +9,7 @@ from toy_models import Empirical
 
 from pyro_mapa import MAPA_ELBO, MAPAGuide, MAPAPosterior, decode
 from pyro_mapa.evaluation import empirical_log_likelihood, importance_log_likelihood
-from pyro_mapa.experiments.counting import PassCounter
+from pyro_mapa.models.counting import PassCounter
 
 N, D, d, SIGMA = 8, 4, 2, 0.5
 

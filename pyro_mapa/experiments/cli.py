@@ -97,6 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--code-gradients", choices=["rows", "dense"], default="rows",
                        help="under torchrun: send the codes' touched rows, or their whole gradient")
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--device", help="cpu or cuda (default: cuda if there is one; under torchrun each rank its own GPU)")
     train.add_argument("--out", default="mapa-model", help="folder for model.pt, cache.pt (reused if there) and train.json")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     score = commands.add_parser("score", help="score new data with a model pyro-mapa train saved")
@@ -164,6 +165,7 @@ def _train(args: argparse.Namespace, out: Path, progress: bool | None) -> int:
     (gloo on CPU, nccl on GPUs); rank 0 writes the files."""
     import os
 
+    import torch
     import torch.distributed as dist
 
     from ..datasets import load_array
@@ -171,8 +173,11 @@ def _train(args: argparse.Namespace, out: Path, progress: bool | None) -> int:
     from ..trainer import train_mapa
 
     launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and launched:
+        device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
     if launched:
-        dist.init_process_group("gloo")
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
     try:
         likelihood = BernoulliLikelihood() if args.likelihood == "bernoulli" else NormalLikelihood(args.sigma)
         data = load_array(args.data)
@@ -180,7 +185,7 @@ def _train(args: argparse.Namespace, out: Path, progress: bool | None) -> int:
             data, likelihood, latent_dim=args.latent_dim, hidden=args.hidden, num_neighbors=args.neighbors,
             num_samples=args.samples, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, prior=args.prior,
             cache=out / "cache.pt", search=args.search, code_gradients=args.code_gradients, seed=args.seed,
-            progress=progress,
+            device=device, progress=progress,
         )
         if not launched or dist.get_rank() == 0:
             model.save(out / "model.pt")

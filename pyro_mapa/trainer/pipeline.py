@@ -64,6 +64,7 @@ def train_mapa(
     search: str = "exact",
     code_gradients: str = "rows",
     seed: int = 0,
+    device: str | torch.device | None = None,
     progress: bool | None = None,
 ) -> TrainedModel:
     """Train MAPA on ``data`` (``N x D``) and fit the prior (docs/math.md, sections 1, 3 and 9).
@@ -81,11 +82,14 @@ def train_mapa(
     :param cache: a cache file: loaded if it exists (it must be this data's), else written.
     :param search: the cache's neighbour search, ``"exact"`` or ``"faiss"``.
     :param code_gradients: how the codes' gradient travels between ranks, ``"rows"`` or ``"dense"``.
+    :param device: where the data, cache and model live (default: the data's own device); under
+        ``torchrun`` with GPUs, each rank's own (``cuda:LOCAL_RANK``, the nccl backend).
     :returns: the trained model; its ``settings`` hold the timings, this rank's training
         decoder passes (rows through the decoder) and the last epoch's mean loss.
     """
     likelihood = as_likelihood(likelihood)
     data = as_data_tensor(data, binary=likelihood.binary)
+    data = data if device is None else data.to(device)
     for name, count in [("latent_dim", latent_dim), ("hidden", hidden), ("num_neighbors", num_neighbors),
                         ("epochs", epochs), ("batch_size", batch_size)]:
         check_count(count, name)
@@ -101,10 +105,10 @@ def train_mapa(
     timings["cache_seconds"] = time.perf_counter() - clock
     torch.manual_seed(seed)  # the same decoder on every rank (DDP also broadcasts rank 0's)
     with pyro.settings.context(module_local_params=True):  # the modules' own parameters, not the param store
-        model = EmpiricalModel(make_decoder(latent_dim, obs_dim, hidden).to(data.dtype), pca_codes(data, latent_dim),
+        model = EmpiricalModel(make_decoder(latent_dim, obs_dim, hidden).to(data.device, data.dtype), pca_codes(data, latent_dim),
                                likelihood)
         guide = MAPAGuide(model, posterior, create_plates=lambda x, idx=None: pyro.plate("data", num_points, subsample=idx))
-        guide(data[:1], torch.arange(1))  # set up now: it traces the model, drawing from torch's generator
+        guide(data[:1], torch.arange(1, device=data.device))  # set up now: it traces the model, drawing from torch's generator
         loss = MAPA_ELBO(num_neighbors, num_samples, max_plate_nesting=1)(model, guide)
         step = DataParallelStep(loss, torch.optim.Adam(loss.parameters(), lr=lr), code_gradients)
         pyro.set_rng_seed(seed + rank)  # each rank its own particles
@@ -112,7 +116,8 @@ def train_mapa(
         clock, steps = time.perf_counter(), 0
         bar = progress_bar(range(epochs), progress=show, desc="training MAPA", unit="epoch")
         for epoch in bar:
-            losses = [step(data[idx], idx) for idx in minibatches(num_points, batch_size, seed, epoch)]
+            batches = (idx.to(data.device) for idx in minibatches(num_points, batch_size, seed, epoch))
+            losses = [step(data[idx], idx) for idx in batches]
             steps += len(losses)
             bar.set_postfix(loss=f"{sum(losses) / len(losses) / num_points:.3f}/point")
         timings["train_seconds"] = time.perf_counter() - clock

@@ -70,7 +70,7 @@ class TrainedModel:
     def log_likelihood(self, x) -> torch.Tensor:
         """Exact ``log p(x_n | theta, Z)`` of the empiricalized model for each row of ``x``
         (docs/math.md, section 1): a logsumexp over the ``N`` codes, no sampling."""
-        x = as_data_tensor(x, binary=self.likelihood.binary).to(self.codes.dtype)
+        x = as_data_tensor(x, binary=self.likelihood.binary).to(self.codes.device, self.codes.dtype)
         if x.shape[1] != self.settings.get("obs_dim", x.shape[1]):
             raise ValueError(f"x has {x.shape[1]} columns; the model was trained on {self.settings['obs_dim']}")
         return empirical_log_likelihood(self.decoder, self.codes, x, self.likelihood)

@@ -115,3 +115,14 @@ def test_the_train_and_score_commands(tmp_path, processes):
                              "--data", str(tmp_path / "x.npy")], check=True, capture_output=True, text=True)
     reported = float(scored.stdout.split("log-likelihood ")[1].split()[0])
     assert abs(reported - record["train_log_likelihood"]) < 1e-3
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_trained_on_cuda_the_model_loads_and_scores_the_same_on_cpu(tmp_path):
+    data = binary_data()
+    model = train_mapa(data, BernoulliLikelihood(), latent_dim=2, hidden=16, epochs=1, batch_size=50, device="cuda",
+                       progress=False)
+    assert model.codes.is_cuda
+    model.save(tmp_path / "model.pt")
+    loaded = TrainedModel.load(tmp_path / "model.pt", data)
+    assert torch.allclose(loaded.log_likelihood(data), model.log_likelihood(data).cpu(), atol=1e-4)

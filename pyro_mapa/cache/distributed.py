@@ -20,7 +20,7 @@ from .._files import fingerprint
 from .kernels import Kernel
 from .neighbors import NeighborTable
 
-__all__ = ["check_same_inputs", "gather_rows", "rank_rows", "shared_kernel"]
+__all__ = ["check_same_inputs", "from_rank_zero", "gather_rows", "rank_rows", "shared_kernel"]
 
 
 def _require_group() -> None:
@@ -77,3 +77,11 @@ def gather_rows(search: Callable[[torch.Tensor], NeighborTable], num_rows: int, 
         dist.all_gather(pieces, padded.contiguous())
         gathered.append(torch.cat([piece[: len(share)] for piece, share in zip(pieces, shares)]))
     return NeighborTable(*gathered)
+
+
+def from_rank_zero(search: Callable[[], NeighborTable], device: torch.device) -> NeighborTable:
+    """Rank 0 runs ``search`` (an approximate index is built once, not split); every rank gets
+    its table (``broadcast_object_list``)."""
+    box = [search()._asdict() if dist.get_rank() == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    return NeighborTable(**{name: part.to(device) for name, part in box[0].items()})

@@ -18,7 +18,7 @@ import torch.distributed as dist
 
 from .._checks import as_data_tensor, check_num_neighbors
 from .approximate import approximate_neighbors
-from .distributed import check_same_inputs, gather_rows, shared_kernel
+from .distributed import check_same_inputs, from_rank_zero, gather_rows, shared_kernel
 from .index import MAPAIndex
 from .kernels import PROBE_POINTS, CustomKernel, Kernel
 from .neighbors import DEFAULT_BLOCK_ENTRIES, NeighborTable, exact_neighbors
@@ -94,6 +94,8 @@ class MAPAPosterior:
             group with the same ``data``: each rank searches its share of the rows, and every
             rank returns the whole cache, the single-process one
             (:mod:`pyro_mapa.cache.distributed`; gloo on CPU, nccl with the data on each rank's GPU).
+            With ``search="faiss"``, rank 0 builds the one index and table and sends the table to
+            every rank.
         :param search: ``"exact"`` (blocked matrix products: the reference) or ``"faiss"``
             (approximate neighbours from a faiss HNSW index, the tail mass estimated from a
             uniform sample: :mod:`pyro_mapa.cache.approximate`; Gaussian and Bernoulli kernels;
@@ -101,8 +103,6 @@ class MAPAPosterior:
         """
         if search not in ("exact", "faiss"):
             raise ValueError(f"search must be 'exact' or 'faiss', got {search!r}")
-        if search == "faiss" and distributed:
-            raise ValueError("search='faiss' runs in one process; distributed=True splits the exact search")
         shorthand = (likelihood, scale, bandwidth, distance, temperature, perplexity)
         if kernel is not None and not isinstance(kernel, Kernel):
             raise TypeError(f"kernel must be a pyro_mapa.Kernel (e.g. Kernel.gaussian(sigma=...)), got {kernel!r}")
@@ -123,7 +123,9 @@ class MAPAPosterior:
             kernel = shared_kernel(kernel)
         data = kernel.check_range(data)
 
-        if search == "faiss":
+        if search == "faiss" and distributed:  # one index, built on rank 0 and sent to all
+            table = from_rank_zero(lambda: approximate_neighbors(data, kernel, num_cached, progress=progress), data.device)
+        elif search == "faiss":
             table = approximate_neighbors(data, kernel, num_cached, progress=progress)
         elif distributed:
             shown = progress if dist.get_rank() == 0 else False  # one bar, on rank 0

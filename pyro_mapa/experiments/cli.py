@@ -168,16 +168,19 @@ def _train(args: argparse.Namespace, out: Path, progress: bool | None) -> int:
     import torch
     import torch.distributed as dist
 
+    from .._files import atomic_file
     from ..datasets import load_array
     from ..models import BernoulliLikelihood, NormalLikelihood
     from ..trainer import train_mapa
 
     launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and launched:
-        device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and launched and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))  # each process its own GPU
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # before the group: nccl's collectives use the current device
     if launched:
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
         likelihood = BernoulliLikelihood() if args.likelihood == "bernoulli" else NormalLikelihood(args.sigma)
         data = load_array(args.data)
@@ -191,7 +194,8 @@ def _train(args: argparse.Namespace, out: Path, progress: bool | None) -> int:
             model.save(out / "model.pt")
             record = {"data": str(args.data), "settings": model.settings,
                       "train_log_likelihood": model.log_likelihood(data).mean().item()}
-            (out / "train.json").write_text(json.dumps(record, indent=1))
+            with atomic_file(out / "train.json", "w") as f:
+                f.write(json.dumps(record, indent=1))
             print(f"{args.data}: N={len(data)}, {model.settings['processes']} process(es), "
                   f"cache {model.settings['cache_seconds']:.1f} s, training {model.settings['train_seconds']:.1f} s, "
                   f"prior {model.settings['prior_seconds']:.1f} s; training log-likelihood "
@@ -210,8 +214,9 @@ def _score(args: argparse.Namespace) -> int:
 
     model = TrainedModel.load(Path(args.model) / "model.pt")
     scores = model.log_likelihood(load_array(args.data))
-    print(f"{args.data}: {len(scores)} rows, log-likelihood {scores.mean().item():.3f} "
-          f"+- {scores.std().item() / len(scores) ** 0.5:.3f} per row (exact, the empiricalized model)")
+    spread = f" +- {scores.std().item() / len(scores) ** 0.5:.3f}" if len(scores) > 1 else ""
+    print(f"{args.data}: {len(scores)} rows, log-likelihood {scores.mean().item():.3f}{spread} per row "
+          "(exact, the empiricalized model)")
     return 0
 
 

@@ -76,8 +76,11 @@ class DataParallelStep:
         self.module = loss
         if self.world > 1:
             if self.gather_rows:
-                # DDP's own switch for parameters it must leave alone (public since torch 1.8, named private)
+                # DDP's own switch for parameters it must leave alone (public since torch 1.8, named private);
+                # it then leaves them out of its broadcast of rank 0's parameters too, so that is done here
                 DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(loss, ["model.codes"])
+                with torch.no_grad():
+                    dist.broadcast(self.codes.data, src=0)
             self.module = DistributedDataParallel(loss)
         #: bytes of code gradient this rank sent at the last step
         self.code_bytes_sent = 0
@@ -96,6 +99,8 @@ class DataParallelStep:
 
     def _average_touched_rows(self) -> None:
         """``codes.grad`` <- the ranks' mean, sending only the non-zero rows and their indices."""
+        if self.codes.grad is None:  # this rank's loss did not reach the codes; the others' may have
+            self.codes.grad = torch.zeros_like(self.codes)
         grad = self.codes.grad
         rows = grad.ne(0).any(1).nonzero().squeeze(1)
         counts = [torch.zeros(1, dtype=torch.long, device=grad.device) for _ in range(self.world)]

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pyro
 import torch
+import torch.distributed as dist
 
 from .._checks import as_data_tensor, check_count
 from .._progress import progress_bar
-from ..cache import MAPAPosterior
+from ..cache import Kernel, MAPAPosterior
 from ..infer import MAPA_ELBO, MAPAGuide
 from ..models import (
     EmpiricalModel,
@@ -29,20 +30,52 @@ from ..models import (
     pca_codes,
 )
 from ..models.counting import PassCounter
-from .data_parallel import DataParallelStep, minibatches, process_group_size
+from .data_parallel import (
+    CODE_GRADIENTS,
+    DataParallelStep,
+    minibatches,
+    process_group_size,
+)
 from .saved import TrainedModel
 
-__all__ = ["train_mapa"]
+__all__ = ["PRIOR_FAMILIES", "train_mapa"]
+
+#: The prior families :func:`~pyro_mapa.fit_prior` fits.
+PRIOR_FAMILIES = ("gaussian", "gmm", "flow")
 
 
-def _cache(data: torch.Tensor, likelihood: Likelihood, num_cached: int, path: Path | None, search: str,
-           distributed: bool, progress: bool | None) -> MAPAPosterior:
-    """The cache at ``path`` if one is there (for this very data), else a new one (saved there by rank 0)."""
-    if path is not None and path.exists():
-        return MAPAPosterior.load(path, data)
-    posterior = MAPAPosterior.fit(data, kernel=likelihood.cache_kernel(), num_cached=num_cached, search=search,
-                                  distributed=distributed, progress=progress)
-    if path is not None and process_group_size()[0] == 0:
+def _device(device: str | torch.device | None, data: torch.Tensor) -> torch.device:
+    """Where this rank works: ``device``, or the data's; ``"cuda"`` in a group is the rank's own GPU
+    (``LOCAL_RANK``), made current, as nccl's collectives need."""
+    device = data.device if device is None else torch.device(device)
+    if device.type == "cuda":
+        if device.index is None and process_group_size()[1] > 1:
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", process_group_size()[0])))
+        torch.cuda.set_device(device)
+    return device
+
+
+def _cache(data: torch.Tensor, kernel: Kernel, num_cached: int, path: Path | None, search: str,
+           progress: bool | None) -> MAPAPosterior:
+    """The cache at ``path`` if rank 0 finds one there (it must be this data's and settings'),
+    else a new one, built by every rank of a group and saved there by rank 0."""
+    rank, world = process_group_size()
+    found = [path is not None and path.exists()]
+    if world > 1:
+        dist.broadcast_object_list(found, src=0)  # one decision for all ranks
+    if found[0]:
+        posterior = MAPAPosterior.load(path, data)
+        wanted = {**kernel.calibrated(data).describe(), "search": search}
+        have = {**posterior.kernel.describe(), "search": posterior.search}
+        if have != wanted or posterior.num_cached < num_cached:
+            raise ValueError(
+                f"{path} holds a cache of this data with other settings ({have}, K_c = {posterior.num_cached}) than "
+                f"asked ({wanted}, K_c >= {num_cached}): delete it, or give another cache path"
+            )
+        return posterior
+    posterior = MAPAPosterior.fit(data, kernel=kernel, num_cached=num_cached, search=search, distributed=world > 1,
+                                  progress=progress)
+    if path is not None and rank == 0:
         posterior.save(path)
     return posterior
 
@@ -71,8 +104,8 @@ def train_mapa(
 
     On every rank of an initialised process group (``torchrun``) it trains data-parallel:
     each rank takes ``batch_size`` points a step (disjoint across ranks), draws its own
-    particles (seed ``seed + rank``), and the gradients are averaged; without one it trains in
-    this process. The codes start at the data's principal components, the decoder at torch's
+    particles (seed ``seed + 1 + rank``, on a generator of its own: the caller's random state is
+    left alone), and the gradients are averaged; without one it trains in this process. The codes start at the data's principal components, the decoder at torch's
     default initialisation under ``seed``; Adam (``torch.optim``) at ``lr``.
 
     :param likelihood: a :class:`~pyro_mapa.models.Likelihood` (``BernoulliLikelihood()`` for
@@ -82,53 +115,84 @@ def train_mapa(
     :param cache: a cache file: loaded if it exists (it must be this data's), else written.
     :param search: the cache's neighbour search, ``"exact"`` or ``"faiss"``.
     :param code_gradients: how the codes' gradient travels between ranks, ``"rows"`` or ``"dense"``.
-    :param device: where the data, cache and model live (default: the data's own device); under
-        ``torchrun`` with GPUs, each rank's own (``cuda:LOCAL_RANK``, the nccl backend).
+    :param device: where the data, cache and model live (default: the data's own device);
+        ``"cuda"`` in a process group is each rank's own GPU (``cuda:LOCAL_RANK``, made current for nccl).
     :returns: the trained model; its ``settings`` hold the timings, this rank's training
         decoder passes (rows through the decoder) and the last epoch's mean loss.
     """
     likelihood = as_likelihood(likelihood)
     data = as_data_tensor(data, binary=likelihood.binary)
-    data = data if device is None else data.to(device)
     for name, count in [("latent_dim", latent_dim), ("hidden", hidden), ("num_neighbors", num_neighbors),
-                        ("epochs", epochs), ("batch_size", batch_size)]:
+                        ("epochs", epochs), ("batch_size", batch_size), ("num_components", num_components)]:
         check_count(count, name)
     num_points, obs_dim = data.shape
-    if latent_dim > min(num_points, obs_dim):
-        raise ValueError(f"latent_dim={latent_dim} is larger than the data allow (N={num_points}, D={obs_dim})")
     rank, world = process_group_size()
+    # every setting checked before the cache is built: a typo must not cost an O(N^2 D) search
+    if latent_dim > min(num_points - 1, obs_dim):
+        raise ValueError(f"latent_dim={latent_dim} is larger than the data allow (N - 1 = {num_points - 1}, D = {obs_dim})")
+    if num_neighbors > num_points:
+        raise ValueError(f"num_neighbors K={num_neighbors} is larger than the number of points N={num_points}")
+    if batch_size * world > num_points:
+        raise ValueError(f"batch_size={batch_size} on {world} process(es) needs at least {batch_size * world} points, "
+                         f"got N={num_points}")
+    if prior not in PRIOR_FAMILIES:
+        raise ValueError(f"prior must be one of {PRIOR_FAMILIES}, got {prior!r}")
+    if prior == "gmm" and num_components > num_points:
+        raise ValueError(f"num_components={num_components} is larger than the number of points N={num_points}")
+    if code_gradients not in CODE_GRADIENTS:
+        raise ValueError(f"code_gradients must be one of {CODE_GRADIENTS}, got {code_gradients!r}")
+    device = _device(device, data)
+    if cache is not None and rank == 0:
+        Path(cache).parent.mkdir(parents=True, exist_ok=True)
     show = progress if rank == 0 else False
+    # a generator of its own (the cache's samples, the decoder, the particles): the caller's is left alone
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
+            pyro.settings.context(module_local_params=True):  # the modules' own parameters, not the param store
+        return _train(data.to(device), likelihood, posterior_path=None if cache is None else Path(cache), show=show,
+                      latent_dim=latent_dim, hidden=hidden, num_neighbors=num_neighbors, num_samples=num_samples,
+                      epochs=epochs, batch_size=batch_size, lr=lr, prior=prior, num_components=num_components,
+                      search=search, code_gradients=code_gradients, seed=seed)
+
+
+def _train(data: torch.Tensor, likelihood: Likelihood, *, posterior_path: Path | None, show: bool | None,
+           latent_dim: int, hidden: int, num_neighbors: int, num_samples: int, epochs: int, batch_size: int, lr: float,
+           prior: str, num_components: int, search: str, code_gradients: str, seed: int) -> TrainedModel:
+    """:func:`train_mapa` once its settings are checked: cache, training, prior."""
+    (num_points, obs_dim), device, (rank, world) = data.shape, data.device, process_group_size()
     timings = {}
     clock = time.perf_counter()
-    posterior = _cache(data, likelihood, max(64, num_neighbors), None if cache is None else Path(cache), search,
-                       world > 1, show)
+    posterior = _cache(data, likelihood.cache_kernel(), min(num_points, max(64, num_neighbors)), posterior_path,
+                       search, show)
     timings["cache_seconds"] = time.perf_counter() - clock
     torch.manual_seed(seed)  # the same decoder on every rank (DDP also broadcasts rank 0's)
-    with pyro.settings.context(module_local_params=True):  # the modules' own parameters, not the param store
-        model = EmpiricalModel(make_decoder(latent_dim, obs_dim, hidden).to(data.device, data.dtype), pca_codes(data, latent_dim),
-                               likelihood)
-        guide = MAPAGuide(model, posterior, create_plates=lambda x, idx=None: pyro.plate("data", num_points, subsample=idx))
-        guide(data[:1], torch.arange(1, device=data.device))  # set up now: it traces the model, drawing from torch's generator
-        loss = MAPA_ELBO(num_neighbors, num_samples, max_plate_nesting=1)(model, guide)
-        step = DataParallelStep(loss, torch.optim.Adam(loss.parameters(), lr=lr), code_gradients)
-        pyro.set_rng_seed(seed + rank)  # each rank its own particles
-        passes = PassCounter(model.decoder)
-        clock, steps = time.perf_counter(), 0
-        bar = progress_bar(range(epochs), progress=show, desc="training MAPA", unit="epoch")
-        for epoch in bar:
-            batches = (idx.to(data.device) for idx in minibatches(num_points, batch_size, seed, epoch))
-            losses = [step(data[idx], idx) for idx in batches]
-            steps += len(losses)
-            bar.set_postfix(loss=f"{sum(losses) / len(losses) / num_points:.3f}/point")
-        timings["train_seconds"] = time.perf_counter() - clock
-        passes.remove()
+    model = EmpiricalModel(make_decoder(latent_dim, obs_dim, hidden).to(device, data.dtype),
+                           pca_codes(data, latent_dim), likelihood)
+    guide = MAPAGuide(model, posterior, create_plates=lambda x, idx=None: pyro.plate("data", num_points, subsample=idx))
+    guide(data[:1], torch.arange(1, device=device))  # set up now: it traces the model, drawing
+    loss = MAPA_ELBO(num_neighbors, num_samples, max_plate_nesting=1)(model, guide)
+    step = DataParallelStep(loss, torch.optim.Adam(loss.parameters(), lr=lr), code_gradients)
+    torch.manual_seed(seed + 1 + rank)  # each rank its own particles
+    passes = PassCounter(model.decoder)
+    clock, steps = time.perf_counter(), 0
+    bar = progress_bar(range(epochs), progress=show, desc="training MAPA", unit="epoch")
+    for epoch in bar:
+        batches = (idx.to(device) for idx in minibatches(num_points, batch_size, seed, epoch))
+        losses = [step(data[idx], idx) for idx in batches]
+        steps += len(losses)
+        bar.set_postfix(loss=f"{sum(losses) / len(losses) / num_points:.3f}/point")
+    timings["train_seconds"] = time.perf_counter() - clock
+    passes.remove()
     codes = model.codes.detach()
+    decoder = make_decoder(latent_dim, obs_dim, hidden).to(device, data.dtype)  # a plain module, as a load gives
+    decoder.load_state_dict(model.decoder.state_dict())
     clock = time.perf_counter()
     fitted = fit_prior(codes, prior, num_components=num_components, seed=seed, progress=show)
     timings["prior_seconds"] = time.perf_counter() - clock
     settings = {"obs_dim": obs_dim, "hidden": hidden, "num_neighbors": num_neighbors, "num_samples": num_samples,
                 "epochs": epochs, "batch_size": batch_size, "lr": lr, "processes": world, "steps": steps,
-                "decoder_passes": passes.count, "seed": seed, "search": posterior.search, "code_gradients": code_gradients,
-                "last_epoch_loss_per_point": sum(losses) / len(losses) / num_points, **timings}
-    return TrainedModel(model.decoder.requires_grad_(False), codes, likelihood, fitted,
-                        TrainedModel.fingerprint_of(data), settings)
+                "decoder_passes": passes.count, "seed": seed, "search": posterior.search,
+                "kernel": posterior.kernel.describe(), "num_cached": posterior.num_cached,
+                "code_gradients": code_gradients, "last_epoch_loss_per_point": sum(losses) / len(losses) / num_points,
+                **timings}
+    return TrainedModel(decoder.requires_grad_(False), codes, likelihood, fitted, TrainedModel.fingerprint_of(data),
+                        settings)

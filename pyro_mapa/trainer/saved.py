@@ -18,7 +18,7 @@ from ..models.priors import prior_from_tensors, prior_tensors
 
 __all__ = ["FORMAT", "TrainedModel"]
 
-FORMAT = "pyro-mapa-model/1"
+FORMAT = "pyro-mapa-model/1"  # the settings are under the checksum too
 
 
 def _likelihood_settings(likelihood: Likelihood) -> dict:
@@ -30,7 +30,11 @@ def _likelihood_settings(likelihood: Likelihood) -> dict:
 
 
 def _likelihood_from_settings(settings: dict) -> Likelihood:
-    return BernoulliLikelihood() if settings["likelihood"] == "bernoulli" else NormalLikelihood(settings["sigma"])
+    if settings["likelihood"] == "bernoulli":
+        return BernoulliLikelihood()
+    if settings["likelihood"] == "normal":
+        return NormalLikelihood(settings["sigma"])
+    raise ValueError(f"unknown likelihood {settings['likelihood']!r}")
 
 
 @dataclass
@@ -82,7 +86,7 @@ class TrainedModel:
         tensors = {"codes": self.codes, **{f"decoder.{k}": v for k, v in self.decoder.state_dict().items()},
                    **{f"prior.{k}": v for k, v in prior.items()}}
         settings = {**self.settings, **_likelihood_settings(self.likelihood), "prior_family": family}
-        write_checked_file(path, FORMAT, tensors, self.data_fingerprint, settings=settings)
+        write_checked_file(path, FORMAT, tensors, self.data_fingerprint, checked=("settings",), settings=settings)
 
     @classmethod
     def load(cls, path: str | os.PathLike, data=None) -> "TrainedModel":
@@ -90,19 +94,22 @@ class TrainedModel:
 
         :raises ValueError: if the file is not a complete, intact model file, or ``data`` is other data.
         """
-        payload = read_checked_file(path, (FORMAT,), "pyro-mapa model", required=("settings",))
-        settings, tensors = payload["settings"], payload["tensors"]
-        likelihood = _likelihood_from_settings(settings)
+        payload = read_checked_file(path, (FORMAT,), "pyro-mapa model", checked=("settings",))
+        settings, tensors = dict(payload["settings"]), payload["tensors"]
+        try:
+            likelihood = _likelihood_from_settings(settings)
+            codes = tensors["codes"]
+            decoder = make_decoder(codes.shape[1], settings["obs_dim"], settings["hidden"]).to(codes.dtype)
+            decoder.load_state_dict({k[len("decoder."):]: v for k, v in tensors.items() if k.startswith("decoder.")})
+            prior = prior_from_tensors(settings.pop("prior_family"),
+                                       {k[len("prior."):]: v for k, v in tensors.items() if k.startswith("prior.")})
+        except (KeyError, ValueError, RuntimeError) as e:  # written by another version, or by hand
+            raise ValueError(f"{path} is not a readable pyro-mapa model: {e}") from e
         if data is not None:
             data = as_data_tensor(data, binary=likelihood.binary)
             if cls.fingerprint_of(data) != payload["fingerprint"]:
                 raise ValueError(f"{path} was trained on other data (N={len(tensors['codes'])}, D={settings['obs_dim']}); "
                                  f"the data given has shape {tuple(data.shape)}")
-        codes = tensors["codes"]
-        decoder = make_decoder(codes.shape[1], settings["obs_dim"], settings["hidden"]).to(codes.dtype)
-        decoder.load_state_dict({k[len("decoder."):]: v for k, v in tensors.items() if k.startswith("decoder.")})
-        prior = prior_from_tensors(settings.pop("prior_family"),
-                                   {k[len("prior."):]: v for k, v in tensors.items() if k.startswith("prior.")})
         for name in ("likelihood", "sigma"):
             settings.pop(name, None)
         return cls(decoder.requires_grad_(False), codes, likelihood, prior, payload["fingerprint"], settings)

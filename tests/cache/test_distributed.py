@@ -70,3 +70,12 @@ def test_without_a_process_group_the_error_says_how_to_start_one():
     with pytest.raises(RuntimeError, match="init_process_group"):
         MAPAPosterior.fit(data_set(), scale=0.5, distributed=True, num_cached=8)
 
+
+
+def test_a_faiss_cache_is_built_on_rank_0_and_sent_to_every_rank(tmp_path):
+    pytest.importorskip("faiss")
+    first, second = spawn(tmp_path, {"scale": 0.5, "search": "faiss"})
+    for name in ("index", "log_prob", "log_tail"):
+        assert torch.equal(first["table"][name], second["table"][name])
+    exact = MAPAPosterior.fit(data_set(), progress=False, num_cached=16, scale=0.5)
+    assert (first["table"]["index"][:, :5] == exact.table.index[:, :5]).float().mean() > 0.95

@@ -41,7 +41,12 @@ def _rank_main(rank: int, init_file: str, out: str, code_gradients: str) -> None
     try:
         with pyro.settings.context(module_local_params=True):
             loss = bound_module()
+            with torch.no_grad():  # rank 1 starts elsewhere: rank 0's parameters must reach it
+                for p in loss.parameters():
+                    p.add_(float(rank))
             step = DataParallelStep(loss, torch.optim.SGD(loss.parameters(), lr=1e-3), code_gradients)
+            ignored = getattr(loss, "_ddp_params_and_buffers_to_ignore", [])
+            assert ("model.codes" in ignored) == (code_gradients == "rows")
             idx = next(minibatches(N, BATCH, seed=5, epoch=0))
             pyro.set_rng_seed(SEEDS[rank])
             step(data_set()[idx], idx)
@@ -77,6 +82,7 @@ def largest_difference(a: dict, b: dict) -> float:
 
 @pytest.mark.parametrize("code_gradients", ["rows", "dense"])
 def test_two_ranks_step_like_one_process_on_the_union(tmp_path, code_gradients):
+    """Rank 1 starts from other parameters; rank 0's are what both must step from."""
     results = spawn(tmp_path, code_gradients)
     batches = [r["idx"] for r in results]
     assert not set(batches[0].tolist()) & set(batches[1].tolist())  # disjoint minibatches

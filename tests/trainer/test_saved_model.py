@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from pyro_mapa.evaluation import empirical_log_likelihood
-from pyro_mapa.models import BernoulliLikelihood
+from pyro_mapa.models import BernoulliLikelihood, NormalLikelihood
 from pyro_mapa.trainer import TrainedModel, train_mapa
 
 
@@ -105,9 +105,10 @@ def test_the_train_and_score_commands(tmp_path, processes):
     launcher = [sys.executable, "-m", "pyro_mapa"] if processes == 1 else [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "pyro_mapa"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([*launcher, "train", "--data", str(tmp_path / "x.npy"), "--likelihood", "bernoulli",
-                    "--hidden", "16", "--epochs", "2", "--batch-size", "50", "--out", str(tmp_path / "m"), "--quiet"],
-                   check=True, env=env, capture_output=True)
+    trained = subprocess.run([*launcher, "train", "--data", str(tmp_path / "x.npy"), "--likelihood", "bernoulli",
+                              "--hidden", "16", "--epochs", "2", "--batch-size", "50", "--out", str(tmp_path / "m"),
+                              "--quiet"], env=env, capture_output=True, text=True)
+    assert trained.returncode == 0, trained.stderr[-3000:]
     record = json.loads((tmp_path / "m" / "train.json").read_text())
     assert record["settings"]["processes"] == processes
     assert record["settings"]["steps"] == 2 * (600 // (50 * processes))
@@ -126,3 +127,47 @@ def test_trained_on_cuda_the_model_loads_and_scores_the_same_on_cpu(tmp_path):
     model.save(tmp_path / "model.pt")
     loaded = TrainedModel.load(tmp_path / "model.pt", data)
     assert torch.allclose(loaded.log_likelihood(data), model.log_likelihood(data).cpu(), atol=1e-4)
+
+
+def test_edited_settings_are_refused(trained, tmp_path):
+    folder, _, _ = trained
+    payload = torch.load(folder / "model.pt", weights_only=True)
+    payload["settings"]["hidden"] = 17
+    torch.save(payload, tmp_path / "edited.pt")
+    with pytest.raises(ValueError, match="do not match their checksum"):
+        TrainedModel.load(tmp_path / "edited.pt")
+
+
+def test_a_cache_of_this_data_but_other_settings_is_refused(trained):
+    folder, data, _ = trained
+    with pytest.raises(ValueError, match="holds a cache of this data with other settings"):
+        train_mapa(data, NormalLikelihood(0.5), latent_dim=2, hidden=16, epochs=1, cache=folder / "cache.pt",
+                   progress=False)
+    with pytest.raises(ValueError, match="K_c >= 70"):
+        train_mapa(data, BernoulliLikelihood(), num_neighbors=70, latent_dim=2, hidden=16, epochs=1,
+                   cache=folder / "cache.pt", progress=False)
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"prior": "gmmx"}, "prior must be one of"),
+    ({"num_components": 700}, "num_components=700 is larger"),
+    ({"num_neighbors": 601}, "num_neighbors K=601 is larger than the number of points N=600"),
+    ({"batch_size": 601}, "needs at least 601 points"),
+    ({"latent_dim": 13}, "latent_dim=13 is larger than the data allow"),
+    ({"code_gradients": "sparse"}, "code_gradients must be one of"),
+])
+def test_bad_settings_are_named_before_the_cache_is_built(tmp_path, settings, message):
+    with pytest.raises(ValueError, match=message):
+        train_mapa(binary_data(), BernoulliLikelihood(), **{"hidden": 16, "epochs": 1, **settings},
+                   cache=tmp_path / "cache.pt", progress=False)
+    assert not (tmp_path / "cache.pt").exists()
+
+
+def test_fewer_points_than_the_default_cache_train_and_the_callers_generator_is_left_alone(tmp_path):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    model = train_mapa(binary_data(num_points=40), BernoulliLikelihood(), latent_dim=2, hidden=8, epochs=1,
+                       batch_size=10, cache=tmp_path / "sub" / "cache.pt", progress=False)
+    assert torch.equal(torch.rand(3), expected)
+    assert model.settings["num_cached"] == 40 and (tmp_path / "sub" / "cache.pt").exists()

@@ -11,7 +11,7 @@ each: points and decoder passes per second of training (the cache is built once 
 loaded; its time is not counted).
 
     python benchmarks/data_parallel.py communication --sizes 60000 1000000
-    python benchmarks/data_parallel.py throughput --processes 1 2 --epochs 1
+    python benchmarks/data_parallel.py throughput --processes 1 2 --epochs 1 --repeats 3
 """
 
 from __future__ import annotations
@@ -120,19 +120,25 @@ def throughput(args: argparse.Namespace) -> dict:
     results = []
     with tempfile.TemporaryDirectory() as folder:
         for world in args.processes:
-            out = os.path.join(folder, f"out{world}.json")
-            mp.start_processes(_throughput_rank, args=(world, os.path.join(folder, f"init{world}"), args, str(cache), out),
-                               nprocs=world, start_method="spawn")
-            s = json.loads(Path(out).read_text())
-            points = s["steps"] * s["batch_size"] * world
-            results.append({"processes": world, "steps_per_process": s["steps"], "train_seconds": s["train_seconds"],
-                            "points_per_second": points / s["train_seconds"],
-                            "decoder_passes_per_second": s["all_decoder_passes"] / s["train_seconds"]})
+            runs = []
+            for repeat in range(args.repeats):
+                out = os.path.join(folder, f"out{world}-{repeat}.json")
+                mp.start_processes(_throughput_rank,
+                                   args=(world, os.path.join(folder, f"init{world}-{repeat}"), args, str(cache), out),
+                                   nprocs=world, start_method="spawn")
+                runs.append(json.loads(Path(out).read_text()))
+            seconds = [s["train_seconds"] for s in runs]
+            median = runs[seconds.index(statistics.median_low(seconds))]
+            points = median["steps"] * median["batch_size"] * world
+            results.append({"processes": world, "steps_per_process": median["steps"], "train_seconds": seconds,
+                            "points_per_second": points / median["train_seconds"],
+                            "decoder_passes_per_second": median["all_decoder_passes"] / median["train_seconds"]})
     print("train_mapa on Fashion-MNIST (50,000 x 784, latent 40, hidden 300, K = 1, S = 10, batch 100 per process)")
-    print(f"{'processes':>9} {'steps':>6} {'seconds':>8} {'points/s':>9} {'passes/s':>9}")
+    print(f"medians of {args.repeats} runs (seconds: all runs)")
+    print(f"{'processes':>9} {'steps':>6} {'points/s':>9} {'passes/s':>9}  seconds")
     for r in results:
-        print(f"{r['processes']:>9} {r['steps_per_process']:>6} {r['train_seconds']:>8.1f} "
-              f"{r['points_per_second']:>9.0f} {r['decoder_passes_per_second']:>9.0f}")
+        print(f"{r['processes']:>9} {r['steps_per_process']:>6} {r['points_per_second']:>9.0f} "
+              f"{r['decoder_passes_per_second']:>9.0f}  {', '.join(f'{t:.1f}' for t in r['train_seconds'])}")
     return {"results": results}
 
 
@@ -147,6 +153,7 @@ def main() -> None:
     thr = commands.add_parser("throughput")
     thr.add_argument("--processes", type=int, nargs="+", default=[1, 2])
     thr.add_argument("--epochs", type=int, default=1)
+    thr.add_argument("--repeats", type=int, default=3)
     thr.add_argument("--cache", default="benchmarks/results/fashion-train-cache.pt")
     parser.add_argument("--out", help="also write the numbers as JSON here")
     args = parser.parse_args()

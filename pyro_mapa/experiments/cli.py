@@ -96,6 +96,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--search", choices=["exact", "faiss"], default="exact", help="the cache's neighbour search")
     train.add_argument("--code-gradients", choices=["rows", "dense"], default="rows",
                        help="under torchrun: send the codes' touched rows, or their whole gradient")
+    train.add_argument("--code-optimizer", choices=["adam", "sparse-adam"], default="adam",
+                       help="Adam on every code each step, or SparseAdam on the rows a step decoded (for millions of points)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--device", help="cpu or cuda (default: cuda if there is one; under torchrun each rank its own GPU)")
     train.add_argument("--out", default="mapa-model", help="folder for model.pt, cache.pt (reused if there) and train.json")
@@ -187,7 +189,7 @@ def _train(args: argparse.Namespace, out: Path, progress: bool | None) -> int:
         model = train_mapa(
             data, likelihood, latent_dim=args.latent_dim, hidden=args.hidden, num_neighbors=args.neighbors,
             num_samples=args.samples, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, prior=args.prior,
-            cache=out / "cache.pt", search=args.search, code_gradients=args.code_gradients, seed=args.seed,
+            cache=out / "cache.pt", search=args.search, code_gradients=args.code_gradients, code_optimizer=args.code_optimizer, seed=args.seed,
             device=device, progress=progress,
         )
         if not launched or dist.get_rank() == 0:

@@ -16,10 +16,12 @@ __all__ = ["decode", "decode_unique"]
 
 
 def decode_unique(
-    decoder: Callable[[torch.Tensor], torch.Tensor], codes: torch.Tensor, i: torch.Tensor
+    decoder: Callable[[torch.Tensor], torch.Tensor], codes: torch.Tensor, i: torch.Tensor, sparse: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The decoder on the distinct indices of ``i``, and where each entry of ``i`` went.
 
+    :param sparse: give ``codes`` a sparse gradient (only the rows used; for
+        ``torch.optim.SparseAdam``), as ``torch.nn.functional.embedding(..., sparse=True)`` does.
     :returns: ``(outputs, inverse)``: ``U`` outputs, one per distinct index, and
         ``inverse`` of ``i``'s shape with ``outputs[inverse] == decoder(codes[i])``;
         feed both to :class:`~pyro_mapa.GatheredNormal` to skip the gather.
@@ -29,7 +31,8 @@ def decode_unique(
     (tensor([ 0., 20.]), tensor([1, 1, 0]))
     """
     unique, inverse = torch.unique(i, return_inverse=True)
-    return decoder(codes[unique]), inverse
+    picked = torch.nn.functional.embedding(unique, codes, sparse=True) if sparse else codes[unique]
+    return decoder(picked), inverse
 
 
 def decode(decoder: Callable[[torch.Tensor], torch.Tensor], codes: torch.Tensor, i: torch.Tensor) -> torch.Tensor:

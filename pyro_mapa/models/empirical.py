@@ -23,13 +23,14 @@ __all__ = ["EmpiricalModel", "observe_empirical"]
 
 
 def observe_empirical(decoder: torch.nn.Module, codes: torch.Tensor, likelihood: Likelihood,
-                      x: torch.Tensor | None, idx: torch.Tensor | None = None) -> torch.Tensor:
+                      x: torch.Tensor | None, idx: torch.Tensor | None = None, sparse: bool = False) -> torch.Tensor:
     """The empiricalized model's sites, ``i ~ Categorical(N)`` and ``x ~ p(x | f(z_i))``, in the
-    data plate of the ``N = len(codes)`` points, subsampled by ``idx``; returns ``i``."""
+    data plate of the ``N = len(codes)`` points, subsampled by ``idx``; returns ``i``. ``sparse``:
+    the codes get a sparse gradient (:func:`~pyro_mapa.decode_unique`)."""
     num_points = len(codes)
     with pyro.plate("data", num_points, subsample=idx):
         i = pyro.sample("i", dist.Categorical(logits=codes.new_zeros(num_points)))
-        out, rows = decode_unique(decoder, codes, i)
+        out, rows = decode_unique(decoder, codes, i, sparse=sparse)
         pyro.sample("x", likelihood.gathered(out, rows), obs=x)
     return i
 
@@ -44,9 +45,13 @@ class EmpiricalModel(PyroModule):
         Pyro's ``to_pyro_module_`` does, so that its parameters are Pyro parameters).
     :param codes: the initial codes, ``N x d`` (e.g. :func:`~pyro_mapa.pca_codes`).
     :param likelihood: a :class:`~pyro_mapa.models.Likelihood`, or a Gaussian's ``sigma``.
+    :param sparse: the codes' gradient sparse, only the rows a step decoded, for
+        ``torch.optim.SparseAdam`` (at millions of points a dense optimiser's pass over all
+        ``N x d`` codes each step costs more than the step; benchmarks/RESULTS.md).
     """
 
-    def __init__(self, decoder: torch.nn.Module, codes: torch.Tensor, likelihood: Likelihood | float):
+    def __init__(self, decoder: torch.nn.Module, codes: torch.Tensor, likelihood: Likelihood | float,
+                 sparse: bool = False):
         super().__init__()
         if codes.dim() != 2:
             raise ValueError(f"codes must be N x d, got shape {tuple(codes.shape)}")
@@ -55,6 +60,7 @@ class EmpiricalModel(PyroModule):
         self.decoder = decoder
         self.codes = torch.nn.Parameter(codes.detach().clone())
         self.likelihood = as_likelihood(likelihood)
+        self.sparse = sparse
 
     def forward(self, x: torch.Tensor | None = None, idx: torch.Tensor | None = None) -> torch.Tensor:
-        return observe_empirical(self.decoder, self.codes, self.likelihood, x, idx)
+        return observe_empirical(self.decoder, self.codes, self.likelihood, x, idx, self.sparse)

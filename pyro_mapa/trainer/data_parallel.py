@@ -16,7 +16,7 @@ indices (``torch.distributed.all_gather``), summing them into the dense gradient
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 import torch.distributed as dist
@@ -60,19 +60,23 @@ class DataParallelStep:
     whose model has the codes as its parameter ``codes``), the gradient averaged over the
     ranks of the process group (or a plain step without one).
 
-    :param loss: the ``ELBOModule``; its parameters are what ``optimizer`` steps.
-    :param optimizer: a ``torch.optim`` optimiser over ``loss.parameters()``.
+    :param loss: the ``ELBOModule``; its parameters are what the optimisers step.
+    :param optimizer: a ``torch.optim`` optimiser over ``loss.parameters()``, or several (e.g.
+        ``Adam`` for the decoder and ``SparseAdam`` for sparse codes: ``EmpiricalModel(sparse=True)``).
     :param code_gradients: ``"rows"`` (all-gather the rows a step touched) or ``"dense"``
-        (DDP all-reduces the whole ``N x d`` gradient).
+        (DDP all-reduces the whole ``N x d`` gradient; not for sparse codes).
     """
 
-    def __init__(self, loss: torch.nn.Module, optimizer: torch.optim.Optimizer, code_gradients: str = "rows"):
+    def __init__(self, loss: torch.nn.Module, optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer],
+                 code_gradients: str = "rows"):
         if code_gradients not in CODE_GRADIENTS:
             raise ValueError(f"code_gradients must be one of {CODE_GRADIENTS}, got {code_gradients!r}")
         self.codes = loss.model.codes
-        self.optimizer = optimizer
+        self.optimizers = [optimizer] if isinstance(optimizer, torch.optim.Optimizer) else list(optimizer)
         self.rank, self.world = process_group_size()
         self.gather_rows = code_gradients == "rows" and self.world > 1
+        if getattr(loss.model, "sparse", False) and code_gradients == "dense" and self.world > 1:
+            raise ValueError("sparse codes travel as rows: use code_gradients='rows' (DDP all-reduces dense tensors)")
         self.module = loss
         if self.world > 1:
             if self.gather_rows:
@@ -87,14 +91,16 @@ class DataParallelStep:
 
     def __call__(self, x: torch.Tensor, idx: torch.Tensor) -> float:
         """Step on this rank's minibatch ``x = data[idx]``; returns this rank's loss."""
-        self.optimizer.zero_grad()
+        for optimizer in self.optimizers:
+            optimizer.zero_grad()
         loss = self.module(x, idx)
         loss.backward()
         if self.gather_rows:
             self._average_touched_rows()
         elif self.world > 1:
             self.code_bytes_sent = self.codes.numel() * self.codes.element_size()
-        self.optimizer.step()
+        for optimizer in self.optimizers:
+            optimizer.step()
         return loss.item()
 
     def _average_touched_rows(self) -> None:
@@ -102,20 +108,30 @@ class DataParallelStep:
         if self.codes.grad is None:  # this rank's loss did not reach the codes; the others' may have
             self.codes.grad = torch.zeros_like(self.codes)
         grad = self.codes.grad
-        # the fastest pass over N x d measured (benchmarks/RESULTS.md): non-zero entries, then their rows
-        rows = torch.unique(grad.reshape(-1).nonzero().squeeze(1) // grad.shape[1])
+        if grad.is_sparse:  # sparse codes: the rows are the gradient's own indices
+            grad = grad.coalesce()
+            rows, values = grad.indices()[0], grad.values()
+        else:  # the fastest pass over N x d measured (benchmarks/RESULTS.md): non-zero entries, then their rows
+            rows = torch.unique(grad.reshape(-1).nonzero().squeeze(1) // grad.shape[1])
+            values = grad[rows]
         counts = [torch.zeros(1, dtype=torch.long, device=grad.device) for _ in range(self.world)]
         dist.all_gather(counts, torch.tensor([len(rows)], device=grad.device))
         longest = int(max(c.item() for c in counts))
         padded_rows = rows.new_zeros(longest)
         padded_rows[: len(rows)] = rows
-        padded_grads = grad.new_zeros(longest, grad.shape[1])
-        padded_grads[: len(rows)] = grad[rows]
+        padded_grads = values.new_zeros(longest, grad.shape[1])
+        padded_grads[: len(rows)] = values
         all_rows = [torch.empty_like(padded_rows) for _ in range(self.world)]
         all_grads = [torch.empty_like(padded_grads) for _ in range(self.world)]
         dist.all_gather(all_rows, padded_rows)
         dist.all_gather(all_grads, padded_grads)
+        self.code_bytes_sent = longest * (padded_rows.element_size() + grad.shape[1] * grad.element_size())
+        if grad.is_sparse:
+            keep = [slice(0, int(count.item())) for count in counts]
+            indices = torch.cat([r[k] for r, k in zip(all_rows, keep)]).unsqueeze(0)
+            summed = torch.cat([g[k] for g, k in zip(all_grads, keep)]) / self.world
+            self.codes.grad = torch.sparse_coo_tensor(indices, summed, grad.shape).coalesce()
+            return
         grad[rows] = 0  # the gradient is zero outside this rank's rows: now zero everywhere, without a pass over N x d
         for count, r, g in zip(counts, all_rows, all_grads):
             grad.index_add_(0, r[: int(count.item())], g[: int(count.item())], alpha=1.0 / self.world)
-        self.code_bytes_sent = longest * (padded_rows.element_size() + grad.shape[1] * grad.element_size())

@@ -38,10 +38,12 @@ from .data_parallel import (
 )
 from .saved import TrainedModel
 
-__all__ = ["PRIOR_FAMILIES", "train_mapa"]
+__all__ = ["CODE_OPTIMIZERS", "PRIOR_FAMILIES", "train_mapa"]
 
 #: The prior families :func:`~pyro_mapa.fit_prior` fits.
 PRIOR_FAMILIES = ("gaussian", "gmm", "flow")
+#: How the codes are stepped: Adam on all of them, or SparseAdam on the rows a step decoded.
+CODE_OPTIMIZERS = ("adam", "sparse-adam")
 
 
 def _device(device: str | torch.device | None, data: torch.Tensor) -> torch.device:
@@ -96,6 +98,7 @@ def train_mapa(
     cache: str | os.PathLike | None = None,
     search: str = "exact",
     code_gradients: str = "rows",
+    code_optimizer: str = "adam",
     seed: int = 0,
     device: str | torch.device | None = None,
     progress: bool | None = None,
@@ -115,6 +118,10 @@ def train_mapa(
     :param cache: a cache file: loaded if it exists (it must be this data's), else written.
     :param search: the cache's neighbour search, ``"exact"`` or ``"faiss"``.
     :param code_gradients: how the codes' gradient travels between ranks, ``"rows"`` or ``"dense"``.
+    :param code_optimizer: ``"adam"`` (every code's moments updated every step, as Pyro's Adam
+        does) or ``"sparse-adam"`` (``torch.optim.SparseAdam``: only the rows a step decoded, their
+        moments too; the codes' gradient is sparse): at millions of points the dense update of all
+        ``N x d`` codes costs more than the rest of a step (benchmarks/RESULTS.md).
     :param device: where the data, cache and model live (default: the data's own device);
         ``"cuda"`` in a process group is each rank's own GPU (``cuda:LOCAL_RANK``, made current for nccl).
     :returns: the trained model; its ``settings`` hold the timings, this rank's training
@@ -141,6 +148,10 @@ def train_mapa(
         raise ValueError(f"num_components={num_components} is larger than the number of points N={num_points}")
     if code_gradients not in CODE_GRADIENTS:
         raise ValueError(f"code_gradients must be one of {CODE_GRADIENTS}, got {code_gradients!r}")
+    if code_optimizer not in CODE_OPTIMIZERS:
+        raise ValueError(f"code_optimizer must be one of {CODE_OPTIMIZERS}, got {code_optimizer!r}")
+    if code_optimizer == "sparse-adam" and code_gradients == "dense" and world > 1:
+        raise ValueError("sparse codes travel as rows: use code_gradients='rows' with code_optimizer='sparse-adam'")
     device = _device(device, data)
     if cache is not None and rank == 0:
         Path(cache).parent.mkdir(parents=True, exist_ok=True)
@@ -151,12 +162,13 @@ def train_mapa(
         return _train(data.to(device), likelihood, posterior_path=None if cache is None else Path(cache), show=show,
                       latent_dim=latent_dim, hidden=hidden, num_neighbors=num_neighbors, num_samples=num_samples,
                       epochs=epochs, batch_size=batch_size, lr=lr, prior=prior, num_components=num_components,
-                      search=search, code_gradients=code_gradients, seed=seed)
+                      search=search, code_gradients=code_gradients, code_optimizer=code_optimizer, seed=seed)
 
 
 def _train(data: torch.Tensor, likelihood: Likelihood, *, posterior_path: Path | None, show: bool | None,
            latent_dim: int, hidden: int, num_neighbors: int, num_samples: int, epochs: int, batch_size: int, lr: float,
-           prior: str, num_components: int, search: str, code_gradients: str, seed: int) -> TrainedModel:
+           prior: str, num_components: int, search: str, code_gradients: str, code_optimizer: str,
+           seed: int) -> TrainedModel:
     """:func:`train_mapa` once its settings are checked: cache, training, prior."""
     (num_points, obs_dim), device, (rank, world) = data.shape, data.device, process_group_size()
     timings = {}
@@ -166,11 +178,15 @@ def _train(data: torch.Tensor, likelihood: Likelihood, *, posterior_path: Path |
     timings["cache_seconds"] = time.perf_counter() - clock
     torch.manual_seed(seed)  # the same decoder on every rank (DDP also broadcasts rank 0's)
     model = EmpiricalModel(make_decoder(latent_dim, obs_dim, hidden).to(device, data.dtype),
-                           pca_codes(data, latent_dim), likelihood)
+                           pca_codes(data, latent_dim), likelihood, sparse=code_optimizer == "sparse-adam")
     guide = MAPAGuide(model, posterior, create_plates=lambda x, idx=None: pyro.plate("data", num_points, subsample=idx))
     guide(data[:1], torch.arange(1, device=device))  # set up now: it traces the model, drawing
     loss = MAPA_ELBO(num_neighbors, num_samples, max_plate_nesting=1)(model, guide)
-    step = DataParallelStep(loss, torch.optim.Adam(loss.parameters(), lr=lr), code_gradients)
+    if model.sparse:
+        optimizers = [torch.optim.Adam(model.decoder.parameters(), lr=lr), torch.optim.SparseAdam([model.codes], lr=lr)]
+    else:
+        optimizers = [torch.optim.Adam(loss.parameters(), lr=lr)]
+    step = DataParallelStep(loss, optimizers, code_gradients)
     torch.manual_seed(seed + 1 + rank)  # each rank its own particles
     passes = PassCounter(model.decoder)
     clock, steps = time.perf_counter(), 0
@@ -192,7 +208,7 @@ def _train(data: torch.Tensor, likelihood: Likelihood, *, posterior_path: Path |
                 "epochs": epochs, "batch_size": batch_size, "lr": lr, "processes": world, "steps": steps,
                 "decoder_passes": passes.count, "seed": seed, "search": posterior.search,
                 "kernel": posterior.kernel.describe(), "num_cached": posterior.num_cached,
-                "code_gradients": code_gradients, "last_epoch_loss_per_point": sum(losses) / len(losses) / num_points,
+                "code_gradients": code_gradients, "code_optimizer": code_optimizer, "last_epoch_loss_per_point": sum(losses) / len(losses) / num_points,
                 **timings}
     return TrainedModel(decoder.requires_grad_(False), codes, likelihood, fitted, TrainedModel.fingerprint_of(data),
                         settings)

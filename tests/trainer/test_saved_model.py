@@ -171,3 +171,13 @@ def test_fewer_points_than_the_default_cache_train_and_the_callers_generator_is_
                        batch_size=10, cache=tmp_path / "sub" / "cache.pt", progress=False)
     assert torch.equal(torch.rand(3), expected)
     assert model.settings["num_cached"] == 40 and (tmp_path / "sub" / "cache.pt").exists()
+
+
+def test_sparse_adam_on_the_codes_trains_too(trained):
+    folder, data, model = trained
+    sparse = train_mapa(data, BernoulliLikelihood(), latent_dim=2, hidden=16, epochs=4, batch_size=50, lr=1e-2,
+                        code_optimizer="sparse-adam", cache=folder / "cache.pt", progress=False)
+    untrained = train_mapa(data, BernoulliLikelihood(), latent_dim=2, hidden=16, epochs=1, batch_size=50, lr=1e-9,
+                           cache=folder / "cache.pt", progress=False)
+    assert sparse.settings["code_optimizer"] == "sparse-adam"
+    assert sparse.log_likelihood(data).mean() > untrained.log_likelihood(data).mean() + 0.5

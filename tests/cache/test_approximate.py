@@ -75,7 +75,6 @@ def test_a_custom_distance_stays_exact():
 @pytest.mark.parametrize("kwargs, message", [
     ({"search": "annoy"}, "search must be 'exact' or 'faiss'"),
     ({"search": "faiss", "num_cached": 50}, "needs num_cached < N"),
-    ({"search": "faiss", "distributed": True}, "runs in one process"),
 ])
 def test_bad_settings(kwargs, message):
     with pytest.raises(ValueError, match=message):

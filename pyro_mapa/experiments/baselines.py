@@ -30,7 +30,7 @@ import pyro.distributions as dist
 import torch
 from pyro.distributions import constraints
 
-from ..models import Likelihood, as_likelihood, observe_empirical
+from ..models import ExemplarMixture, Likelihood, as_likelihood, observe_empirical
 
 __all__ = [
     "empirical_model",
@@ -61,10 +61,11 @@ def vae_model(decoder: torch.nn.Module, likelihood: Likelihood | float, num_poin
 
 def vamp_prior(encoder: torch.nn.Module, pseudo_inputs: torch.Tensor) -> dist.Distribution:
     """VampPrior (Tomczak and Welling 2018): ``p(z) = (1/K) sum_k q(z | u_k)``, the encoder's
-    Gaussians at the ``K`` pseudo-inputs ``u_k``."""
+    Gaussians at the ``K`` pseudo-inputs ``u_k``, as an :class:`~pyro_mapa.models.ExemplarMixture`
+    with a diagonal scale per component (scored by matrix products: torch's ``MixtureSameFamily``
+    ran a scorer out of memory at ``K = 500``)."""
     loc, log_scale = encoder(pseudo_inputs).chunk(2, dim=-1)
-    components = dist.Normal(loc, log_scale.clamp(-10, 5).exp()).to_event(1)
-    return dist.MixtureSameFamily(dist.Categorical(logits=loc.new_zeros(len(pseudo_inputs))), components)
+    return ExemplarMixture(loc, log_scale.clamp(-10, 5).exp())
 
 
 def vampprior_model(

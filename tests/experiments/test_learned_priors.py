@@ -4,7 +4,6 @@ leave-one-out mask, full batch and subsampled."""
 import math
 
 import pyro
-import pyro.distributions as dist
 import pytest
 import torch
 
@@ -99,4 +98,19 @@ def test_the_vampprior_model_keeps_binary_pseudo_inputs_in_the_unit_interval():
     with torch.no_grad():
         unconstrained.add_(100.0)  # far outside: still inside [0, 1] after the transform
     assert ((pyro.param("pseudo_inputs") >= 0) & (pyro.param("pseudo_inputs") <= 1)).all()
-    assert isinstance(vamp_prior(encoder, pyro.param("pseudo_inputs")), dist.MixtureSameFamily)
+    assert isinstance(vamp_prior(encoder, pyro.param("pseudo_inputs")), ExemplarMixture)
+
+
+@pytest.mark.parametrize("max_entries", [2**22, 5])
+def test_the_mixture_with_a_scale_per_component_is_its_logsumexp(float64, max_entries):
+    g = torch.Generator().manual_seed(1)
+    locs, scales = torch.randn(30, 3, generator=g), 0.2 + torch.rand(30, 3, generator=g)
+    z = 2 * torch.randn(4, 5, 3, generator=g)
+    prior = ExemplarMixture(locs, scales, max_entries=max_entries)
+    direct = normal_log_prob(z.unsqueeze(-2), locs, scales).logsumexp(-1) - math.log(30)
+    assert torch.allclose(prior.log_prob(z), direct, atol=1e-6, rtol=0)
+    draws = prior.sample(torch.Size([40000]))
+    second_moment = (scales.square() + locs.square()).mean(0)  # E[z^2] of the equal-weight mixture
+    assert torch.allclose(draws.square().mean(0), second_moment, rtol=0.05)
+    with pytest.raises(ValueError, match="scale must be a number or of the locs' shape"):
+        ExemplarMixture(locs, scales[:, :2])

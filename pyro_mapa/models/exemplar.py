@@ -14,10 +14,31 @@ origin compared with ``s`` (in float32: 2.8 nats off with means 20 away and ``s 
 both sides are first moved to the means' centre and the products are taken in float64.
 
 The same mixture with a diagonal scale per component, ``(1/M) sum_m N(z; mu_m, diag(s_m^2))``,
-is VampPrior's (Tomczak and Welling 2018: the encoder's Gaussians at ``M`` pseudo-inputs); its
-squared distances are ``z^2 . P_m - 2 z . (mu_m P_m) + mu_m^2 . P_m`` with ``P_m = s_m^{-2}``,
-two matrix products. torch's ``MixtureSameFamily`` would hold a ``(rows, M, d)`` tensor: 20 GB
-at 65,000 rows, 500 components and ``d = 40`` (a scorer's chunk).
+is VampPrior's (Tomczak and Welling 2018: the encoder's Gaussians at ``M`` pseudo-inputs).
+
+Both are scored as one matrix product and one logsumexp per chunk of ``z``. With
+``P_m = s_m^{-2}`` (a scalar for the shared scale),
+
+.. math::
+    \log N(z; \mu_m, \mathrm{diag}(P_m^{-1})) = \underbrace{-\tfrac12 z^2 \cdot P_m + z \cdot (\mu_m P_m)}_{\text{features of } z
+    \,\times\, \text{weights of } m}
+    \underbrace{- \tfrac12 \mu_m^2 \cdot P_m - \textstyle\sum_j \log s_{mj}}_{\text{bias of } m} - \tfrac d2 \log 2\pi,
+
+so the features ``[z^2, z]`` times the weights ``[-P_m / 2, mu_m P_m]`` plus the bias is one
+``addmm``; with a shared scale the ``z^2`` term leaves the logsumexp (``-|z|^2 / 2 s^2``, one
+number per row) and the features are ``z`` alone. torch's ``MixtureSameFamily`` would hold a
+``(rows, M, d)`` tensor: 20 GB at 65,000 rows, 500 components and ``d = 40`` (a scorer's chunk).
+
+The expansion cancels when the points lie far from the means' centre compared with the
+scales, so both sides are first moved to that centre. The products then run in the value's
+dtype when the rounding of the largest term, ``eps (max|z| + max|mu|)^2 / (2 min s^2)``, stays
+below :attr:`ExemplarMixture.TOLERANCE` nats, and in float64 otherwise (means 20 away with
+``s = 0.02`` were 2.8 nats off in float32). Float32 halves the time of a scorer's 50,000
+components (benchmarks/RESULTS.md, "The exemplar prior's cost").
+
+An importance sampler scores the same draws twice, under the proposal (whose defensive
+component is this prior) and under the model; without gradients the last value's densities
+are kept and returned again for the same tensor, unchanged.
 """
 
 from __future__ import annotations
@@ -28,6 +49,9 @@ import torch
 from pyro.distributions import TorchDistribution, constraints
 
 __all__ = ["ExemplarMixture"]
+
+#: terms this many nats below a row's largest are raised to ``e^-_FLOOR`` (:func:`_floored_logsumexp`)
+_FLOOR = 80.0
 
 
 class ExemplarMixture(TorchDistribution):
@@ -45,6 +69,8 @@ class ExemplarMixture(TorchDistribution):
 
     arg_constraints = {}
     support = constraints.real_vector
+    #: nats of rounding allowed before the products move to float64
+    TOLERANCE = 1e-3
 
     def __init__(self, locs: torch.Tensor, scale: float | torch.Tensor, max_entries: int = 2**22):
         if locs.dim() != 2 or len(locs) == 0:
@@ -65,26 +91,60 @@ class ExemplarMixture(TorchDistribution):
                                                          device=self.locs.device)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        key = self._memo_key(value)
+        memo = getattr(self, "_memo", None)
+        if key is not None and memo is not None and memo[0] is value and memo[1] == key:
+            return memo[2]
         d = self.locs.shape[1]
-        locs = self.locs.double()
-        centre = locs.mean(0).detach()
-        locs = locs - centre
-        flat = value.reshape(-1, d).double() - centre
-        scale = self.scale.double()
-        pieces = []
-        if scale.dim():  # per component: P_m = s_m^-2, two matrix products
-            precision = scale.pow(-2)
-            weighted, loc_terms = locs * precision, (locs.square() * precision).sum(1)
-            log_det = scale.log().sum(1)
-            for chunk in flat.split(max(1, self.max_entries // len(self.locs))):
-                squared = (chunk.square() @ precision.T - 2 * chunk @ weighted.T + loc_terms).clamp_min(0.0)
-                pieces.append(torch.logsumexp(-0.5 * squared - log_det, dim=1))
-            shared_log_det = 0.0  # inside the logsumexp: it differs between components
-        else:
-            loc_norms = locs.square().sum(1)
-            for chunk in flat.split(max(1, self.max_entries // len(self.locs))):
-                squared = (chunk.square().sum(1, keepdim=True) - 2 * chunk @ locs.T + loc_norms).clamp_min(0.0)
-                pieces.append(torch.logsumexp(-0.5 * squared / scale.square(), dim=1))
-            shared_log_det = d * scale.log()
-        log_norm = shared_log_det + 0.5 * d * math.log(2 * math.pi) + math.log(len(self.locs))
-        return (torch.cat(pieces).reshape(value.shape[:-1]) - log_norm).to(value.dtype)
+        centre = self.locs.mean(0).detach()
+        locs, flat = self.locs - centre, value.reshape(-1, d) - centre
+        dtype = self._working_dtype(locs, flat)
+        locs, flat, scale = locs.to(dtype), flat.to(dtype), self.scale.to(dtype)
+        precision = scale.pow(-2)
+        if scale.dim():  # per component: features [z^2, z], weights [-P/2, mu P]
+            weights = torch.cat([-0.5 * precision, locs * precision], 1)
+            bias = -0.5 * (locs.square() * precision).sum(1) - scale.log().sum(1)
+            features, row_term = torch.cat([flat.square(), flat], 1), 0.0
+        else:  # shared scale: -|z|^2 / 2 s^2 leaves the logsumexp
+            weights, bias = locs * precision, -0.5 * locs.square().sum(1) * precision - d * scale.log()
+            features, row_term = flat, -0.5 * flat.square().sum(1) * precision
+        pieces = [_floored_logsumexp(torch.addmm(bias, chunk, weights.T))
+                  for chunk in features.split(max(1, self.max_entries // len(self.locs)))]
+        log_norm = 0.5 * d * math.log(2 * math.pi) + math.log(len(self.locs))
+        result = (torch.cat(pieces) + row_term - log_norm).reshape(value.shape[:-1]).to(value.dtype)
+        if key is not None:
+            self._memo = (value, key, result)
+        return result
+
+    def _memo_key(self, value: torch.Tensor) -> tuple[int, ...] | None:
+        """The versions of the value and of the parameters (any in-place change is a new
+        value), or ``None`` where nothing may be kept (under autograd, in inference mode)."""
+        tensors = (value, self.locs, self.scale)
+        if torch.is_grad_enabled() or any(t.is_inference() for t in tensors):
+            return None
+        return tuple(t._version for t in tensors)
+
+    def _working_dtype(self, locs: torch.Tensor, flat: torch.Tensor) -> torch.dtype:
+        """The value's dtype if the products' rounding stays below :attr:`TOLERANCE` nats, else float64."""
+        dtype = torch.promote_types(locs.dtype, flat.dtype)
+        if dtype == torch.float64 or len(flat) == 0:
+            return torch.float64
+        with torch.no_grad():
+            reach = locs.norm(dim=1).max() + flat.norm(dim=1).max()
+            rounding = torch.finfo(dtype).eps * reach.double() ** 2 / (2 * self.scale.double().min() ** 2)
+        return dtype if rounding <= self.TOLERANCE else torch.float64
+
+
+def _floored_logsumexp(logits: torch.Tensor) -> torch.Tensor:
+    """``logsumexp`` over each row, with the terms more than :data:`_FLOOR` nats below the row's
+    largest raised to ``e^-FLOOR``: float32's ``exp`` of anything below -87 is a denormal number,
+    and torch's ``logsumexp`` took 4 times as long on such rows (benchmarks/RESULTS.md, "The
+    exemplar prior's cost"). The change is at most ``M e^-80`` relative, below any float's
+    resolution for fewer than 10^20 components. In place where nothing is differentiated."""
+    top = logits.detach().amax(1, keepdim=True)
+    if logits.requires_grad and torch.is_grad_enabled():
+        terms = (logits - top).clamp_min(-_FLOOR).exp()
+    else:
+        terms = logits.sub_(top).clamp_(min=-_FLOOR).exp_()
+    return terms.sum(1).log() + top.squeeze(1)
+

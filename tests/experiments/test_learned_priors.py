@@ -50,6 +50,53 @@ def test_the_exemplar_mixture_is_exact_in_float32_far_from_the_origin():
     assert (single.double() - exact).abs().max() < 1e-3  # the float32 inputs themselves: 3e-4
 
 
+def test_the_exemplar_mixture_in_float32_matches_float64_where_it_stays_in_float32():
+    """Codes of unit spread in 40 dimensions, s = 0.5 (a trained Exemplar VAE's range): the
+    products stay in float32 (rounding bound below 1e-3 nats) and agree with float64."""
+    g = torch.Generator().manual_seed(2)
+    locs = torch.randn(2000, 40, generator=g, dtype=torch.float64)
+    z = locs[:64] + 0.5 * torch.randn(64, 40, generator=g, dtype=torch.float64)
+    exact = normal_log_prob(z.unsqueeze(-2), locs, torch.tensor(0.5)).logsumexp(-1) - math.log(2000)
+    single = ExemplarMixture(locs.float(), 0.5).log_prob(z.float())
+    assert single.dtype == torch.float32
+    assert (single.double() - exact).abs().max() < 1e-3
+
+
+@pytest.mark.parametrize("per_component", [False, True])
+def test_the_exemplar_mixtures_gradients_are_those_of_its_logsumexp(float64, per_component):
+    """Draws far from most components (terms e^-hundreds below a row's largest, which the
+    logsumexp raises to e^-80): the gradients for the draws, the means and the scales agree."""
+    g = torch.Generator().manual_seed(4)
+    locs = (3 * torch.randn(40, 3, generator=g)).requires_grad_(True)
+    scale = (0.2 + torch.rand(40, 3, generator=g) if per_component else torch.tensor(0.3)).requires_grad_(True)
+    z = (3 * torch.randn(6, 3, generator=g)).requires_grad_(True)
+    weights = torch.randn(6, generator=g)
+    ours = torch.autograd.grad((ExemplarMixture(locs, scale).log_prob(z) * weights).sum(), (z, locs, scale))
+    direct = normal_log_prob(z.unsqueeze(-2), locs, scale).logsumexp(-1)
+    reference = torch.autograd.grad((direct * weights).sum(), (z, locs, scale))
+    for mine, theirs in zip(ours, reference):
+        assert torch.allclose(mine, theirs, atol=1e-8, rtol=1e-6)
+
+
+def test_the_exemplar_mixture_keeps_the_last_density_only_for_the_same_unchanged_tensor():
+    g = torch.Generator().manual_seed(3)
+    locs, z = torch.randn(30, 2, generator=g), torch.randn(5, 2, generator=g)
+    prior = ExemplarMixture(locs, 0.5)
+    with torch.no_grad():
+        first = prior.log_prob(z)
+        assert prior.log_prob(z) is first  # the importance sampler's second call
+        assert torch.equal(prior.log_prob(z.clone()), first)
+        z.add_(1.0)  # the same tensor, changed in place
+        moved = prior.log_prob(z)
+        locs.mul_(2.0)  # the parameters changed in place
+        rescaled = prior.log_prob(z)
+    direct = normal_log_prob(z.unsqueeze(-2), locs, torch.tensor(0.5)).logsumexp(-1) - math.log(30)
+    assert not torch.allclose(moved, first) and torch.allclose(rescaled, direct, atol=1e-5)
+    assert not torch.allclose(moved, rescaled)
+    z.requires_grad_(True)
+    assert prior.log_prob(z).grad_fn is not None  # under autograd nothing is kept
+
+
 def test_the_vampprior_is_its_logsumexp(float64):
     torch.manual_seed(0)
     encoder = make_encoder(5, 2, 8).double()

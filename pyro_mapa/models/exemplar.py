@@ -138,7 +138,7 @@ class ExemplarMixture(TorchDistribution):
 def _floored_logsumexp(logits: torch.Tensor) -> torch.Tensor:
     """``logsumexp`` over each row, with the terms more than :data:`_FLOOR` nats below the row's
     largest raised to ``e^-FLOOR``: float32's ``exp`` of anything below -87 is a denormal number,
-    and torch's ``logsumexp`` took 4 times as long on such rows (benchmarks/RESULTS.md, "The
+    and torch's ``logsumexp`` took 8 times as long on such rows (benchmarks/RESULTS.md, "The
     exemplar prior's cost"). The change is at most ``M e^-80`` relative, below any float's
     resolution for fewer than 10^20 components. In place where nothing is differentiated."""
     top = logits.detach().amax(1, keepdim=True)

@@ -16,6 +16,7 @@ from typing import Callable
 import torch
 import torch.distributed as dist
 
+from .._collectives import all_gather_ragged
 from .._files import fingerprint
 from .kernels import Kernel
 from .neighbors import NeighborTable
@@ -66,16 +67,9 @@ def rank_rows(num_rows: int, device: torch.device) -> torch.Tensor:
 def gather_rows(search: Callable[[torch.Tensor], NeighborTable], num_rows: int, device: torch.device) -> NeighborTable:
     """Every rank runs ``search`` on its rows (:func:`rank_rows`); every rank gets the table of
     all ``num_rows`` rows, in order."""
-    shares = torch.tensor_split(torch.arange(num_rows), dist.get_world_size())
-    longest = max(len(share) for share in shares)
+    lengths = [len(share) for share in torch.tensor_split(torch.arange(num_rows), dist.get_world_size())]
     table = search(rank_rows(num_rows, device))
-    gathered = []
-    for part in table:
-        padded = part.new_zeros((longest,) + tuple(part.shape[1:]))
-        padded[: len(part)] = part
-        pieces = [torch.empty_like(padded) for _ in shares]
-        dist.all_gather(pieces, padded.contiguous())
-        gathered.append(torch.cat([piece[: len(share)] for piece, share in zip(pieces, shares)]))
+    gathered = [torch.cat(all_gather_ragged(part.contiguous(), lengths)) for part in table]
     return NeighborTable(*gathered)
 
 

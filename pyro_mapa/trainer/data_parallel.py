@@ -24,6 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import BatchSampler, DistributedSampler
 
 from .._checks import check_count
+from .._collectives import all_gather_ragged
 
 __all__ = ["CODE_GRADIENTS", "DataParallelStep", "minibatches", "process_group_size"]
 
@@ -114,24 +115,14 @@ class DataParallelStep:
         else:  # the fastest pass over N x d measured (benchmarks/RESULTS.md): non-zero entries, then their rows
             rows = torch.unique(grad.reshape(-1).nonzero().squeeze(1) // grad.shape[1])
             values = grad[rows]
-        counts = [torch.zeros(1, dtype=torch.long, device=grad.device) for _ in range(self.world)]
-        dist.all_gather(counts, torch.tensor([len(rows)], device=grad.device))
-        longest = int(max(c.item() for c in counts))
-        padded_rows = rows.new_zeros(longest)
-        padded_rows[: len(rows)] = rows
-        padded_grads = values.new_zeros(longest, grad.shape[1])
-        padded_grads[: len(rows)] = values
-        all_rows = [torch.empty_like(padded_rows) for _ in range(self.world)]
-        all_grads = [torch.empty_like(padded_grads) for _ in range(self.world)]
-        dist.all_gather(all_rows, padded_rows)
-        dist.all_gather(all_grads, padded_grads)
-        self.code_bytes_sent = longest * (padded_rows.element_size() + grad.shape[1] * grad.element_size())
+        all_rows = all_gather_ragged(rows)
+        all_grads = all_gather_ragged(values, [len(r) for r in all_rows])
+        longest = max(len(r) for r in all_rows)
+        self.code_bytes_sent = longest * (rows.element_size() + grad.shape[1] * grad.element_size())
         if grad.is_sparse:
-            keep = [slice(0, int(count.item())) for count in counts]
-            indices = torch.cat([r[k] for r, k in zip(all_rows, keep)]).unsqueeze(0)
-            summed = torch.cat([g[k] for g, k in zip(all_grads, keep)]) / self.world
-            self.codes.grad = torch.sparse_coo_tensor(indices, summed, grad.shape).coalesce()
+            summed = torch.cat(all_grads) / self.world
+            self.codes.grad = torch.sparse_coo_tensor(torch.cat(all_rows).unsqueeze(0), summed, grad.shape).coalesce()
             return
         grad[rows] = 0  # the gradient is zero outside this rank's rows: now zero everywhere, without a pass over N x d
-        for count, r, g in zip(counts, all_rows, all_grads):
-            grad.index_add_(0, r[: int(count.item())], g[: int(count.item())], alpha=1.0 / self.world)
+        for r, g in zip(all_rows, all_grads):
+            grad.index_add_(0, r, g, alpha=1.0 / self.world)

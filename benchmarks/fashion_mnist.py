@@ -42,6 +42,9 @@ from pyro_mapa.experiments import (
 )
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "fashion-mnist"
+#: Adam's learning rate of every method unless ``--lr`` says otherwise (parts at another rate are
+#: named ``<method>-lr<rate>-seed<seed>.json`` and reported as ``<method> lr=<rate>``)
+DEFAULT_LR = 1e-3
 METHODS = ["vae", "mapa-1-10", "iwae-5", "mapa-5-10", "exact", "autodelta", "iwae-50", "mapa-1-50", "mapa-5-50",
            "mapa-1-10@p10", "mapa-1-10@d0.99", "iwae-dreg-50", "vampprior-500", "exemplar"]
 
@@ -71,7 +74,8 @@ def run(args) -> None:
     commit = _commit()  # the code this process runs, whatever is committed while it does
     for seed in args.seeds:
         for method in args.methods:
-            path = folder / f"{method}-seed{seed}.json"
+            name = method if args.lr == DEFAULT_LR else f"{method}-lr{args.lr:g}"
+            path = folder / f"{name}-seed{seed}.json"
             if path.exists():
                 print(f"{path.name}: done before, skipped", flush=True)
                 continue
@@ -101,7 +105,10 @@ def report(args) -> None:
     names = {f.name for f in fields(RunResult)}
     runs = [RunResult(**{k: v for k, v in r["result"].items() if k in names}) for r in records]
     order = {m: i for i, m in enumerate(METHODS)}
-    runs.sort(key=lambda r: (order.get(r.method, len(order)), r.seed))
+    runs.sort(key=lambda r: (order.get(r.method, len(order)), r.lr, r.seed))
+    for r in runs:
+        if r.lr != DEFAULT_LR:
+            r.method = f"{r.method} lr={r.lr:g}"
     split = load_split("fashion-mnist", num_val=records[0]["settings"]["num_val"],
                        num_test=records[0]["settings"]["num_test"])
     print(summary_table(split, runs))
@@ -123,7 +130,7 @@ def main() -> None:
     run_parser = commands.choices["run"]
     run_parser.add_argument("--methods", nargs="+", default=METHODS)
     run_parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    run_parser.add_argument("--lr", type=float, default=1e-3)
+    run_parser.add_argument("--lr", type=float, default=DEFAULT_LR)
     run_parser.add_argument("--batch-size", type=int, default=100)
     run_parser.add_argument("--checkpoints", type=int, default=5)
     run_parser.add_argument("--eval-particles", type=int, default=100)

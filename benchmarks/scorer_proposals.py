@@ -18,9 +18,13 @@ import warnings
 
 import torch
 
-from pyro_mapa.evaluation import EncoderProposal, laplace_mixture_proposal
+from pyro_mapa.evaluation import (
+    EncoderProposal,
+    importance_log_likelihood,
+    laplace_mixture_proposal,
+)
 from pyro_mapa.experiments import load_split, train_and_score
-from pyro_mapa.experiments.scoring import _estimate, continuous_model
+from pyro_mapa.experiments.scoring import continuous_model
 from pyro_mapa.models import make_encoder
 
 
@@ -43,7 +47,8 @@ def main() -> None:
 
     def report(name, proposal, extra=""):
         with torch.no_grad():
-            ll = _estimate(model, proposal, split.test, args.particles, k_hat=True)
+            ll = importance_log_likelihood(model, proposal, split.test, num_particles=args.particles, chunk_size=200,
+                                           max_plate_nesting=1, k_hat=True)
         print(f"{args.method} {args.budget:,} | {name:<24} | {ll.value.mean():8.2f} | ESS {ll.ess.median():5.1f} | "
               f"k-hat {ll.k_hat.median():.2f} | k<0.7 {(ll.k_hat < 0.7).float().mean():.2f} {extra}", flush=True)
 

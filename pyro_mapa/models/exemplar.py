@@ -30,15 +30,19 @@ number per row) and the features are ``z`` alone. torch's ``MixtureSameFamily`` 
 ``(rows, M, d)`` tensor: 20 GB at 65,000 rows, 500 components and ``d = 40`` (a scorer's chunk).
 
 The expansion cancels when the points lie far from the means' centre compared with the
-scales, so both sides are first moved to that centre. The products then run in the value's
-dtype when the rounding of the largest term, ``eps (max|z| + max|mu|)^2 / (2 min s^2)``, stays
-below :attr:`ExemplarMixture.TOLERANCE` nats, and in float64 otherwise (means 20 away with
-``s = 0.02`` were 2.8 nats off in float32). Float32 halves the time of a scorer's 50,000
-components (benchmarks/RESULTS.md, "The exemplar prior's cost").
+scales, so both sides are moved to that centre in the working dtype. That is float32 when the
+means and the points are float32 and the rounding of the largest term, estimated as
+``eps (max|z| + max|mu|)^2 / (2 min s^2)`` and taken 4 times over (measured errors reach 1.6
+times the estimate), stays below :attr:`ExemplarMixture.TOLERANCE` nats; float64 otherwise, and
+always under TF32 matrix products (means 20 away with ``s = 0.02`` were 2.8 nats off in
+float32). Autocast is switched off inside. Float32 makes a scorer's 50,000 components 2.5 times
+faster (benchmarks/RESULTS.md, "The exemplar prior's cost").
 
 An importance sampler scores the same draws twice, under the proposal (whose defensive
 component is this prior) and under the model; without gradients the last value's densities
-are kept and returned again for the same tensor, unchanged.
+are kept and returned again for the same tensor, as long as torch's version counters say
+that neither it, the means, the scales nor the returned densities changed in place (writes
+through ``.data`` and fused optimizers are not counted by torch: score a new tensor after those).
 """
 
 from __future__ import annotations
@@ -52,6 +56,8 @@ __all__ = ["ExemplarMixture"]
 
 #: terms this many nats below a row's largest are raised to ``e^-_FLOOR`` (:func:`_floored_logsumexp`)
 _FLOOR = 80.0
+#: the float32 rounding estimate's factor of safety: errors measured up to 1.6 times the estimate (d = 40 to 400)
+_ROUNDING_MARGIN = 4.0
 
 
 class ExemplarMixture(TorchDistribution):
@@ -93,13 +99,20 @@ class ExemplarMixture(TorchDistribution):
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         key = self._memo_key(value)
         memo = getattr(self, "_memo", None)
-        if key is not None and memo is not None and memo[0] is value and memo[1] == key:
+        if key is not None and memo is not None and memo[0] is value and memo[1] == key and memo[2]._version == memo[3]:
             return memo[2]
+        with torch.autocast(value.device.type, enabled=False):  # the rounding rule assumes full float32
+            result = self._log_prob(value)
+        if key is not None:
+            self._memo = (value, key, result, result._version)
+        return result
+
+    def _log_prob(self, value: torch.Tensor) -> torch.Tensor:
         d = self.locs.shape[1]
-        centre = self.locs.mean(0).detach()
-        locs, flat = self.locs - centre, value.reshape(-1, d) - centre
-        dtype = self._working_dtype(locs, flat)
-        locs, flat, scale = locs.to(dtype), flat.to(dtype), self.scale.to(dtype)
+        centre = self.locs.detach().mean(0)
+        dtype = self._working_dtype(value, centre)
+        centre = centre.to(dtype)  # any point will do; the differences are taken in the working dtype
+        locs, flat, scale = self.locs.to(dtype) - centre, value.reshape(-1, d).to(dtype) - centre, self.scale.to(dtype)
         precision = scale.pow(-2)
         if scale.dim():  # per component: features [z^2, z], weights [-P/2, mu P]
             weights = torch.cat([-0.5 * precision, locs * precision], 1)
@@ -111,36 +124,36 @@ class ExemplarMixture(TorchDistribution):
         pieces = [_floored_logsumexp(torch.addmm(bias, chunk, weights.T))
                   for chunk in features.split(max(1, self.max_entries // len(self.locs)))]
         log_norm = 0.5 * d * math.log(2 * math.pi) + math.log(len(self.locs))
-        result = (torch.cat(pieces) + row_term - log_norm).reshape(value.shape[:-1]).to(value.dtype)
-        if key is not None:
-            self._memo = (value, key, result)
-        return result
+        return (torch.cat(pieces) + row_term - log_norm).reshape(value.shape[:-1]).to(value.dtype)
 
     def _memo_key(self, value: torch.Tensor) -> tuple[int, ...] | None:
         """The versions of the value and of the parameters (any in-place change is a new
         value), or ``None`` where nothing may be kept (under autograd, in inference mode)."""
         tensors = (value, self.locs, self.scale)
-        if torch.is_grad_enabled() or any(t.is_inference() for t in tensors):
+        if torch.is_grad_enabled() or torch.is_inference_mode_enabled() or any(t.is_inference() for t in tensors):
             return None
         return tuple(t._version for t in tensors)
 
-    def _working_dtype(self, locs: torch.Tensor, flat: torch.Tensor) -> torch.dtype:
-        """The value's dtype if the products' rounding stays below :attr:`TOLERANCE` nats, else float64."""
-        dtype = torch.promote_types(locs.dtype, flat.dtype)
-        if dtype == torch.float64 or len(flat) == 0:
+    def _working_dtype(self, value: torch.Tensor, centre: torch.Tensor) -> torch.dtype:
+        """float32 where both sides are float32, the matrix products run in full float32 (no
+        TF32) and the rounding estimate, times a margin, stays below :attr:`TOLERANCE` nats;
+        float64 otherwise."""
+        if torch.promote_types(self.locs.dtype, value.dtype) != torch.float32 or value.numel() == 0:
+            return torch.float64
+        if torch.get_float32_matmul_precision() != "highest" or (value.is_cuda and torch.backends.cuda.matmul.allow_tf32):
             return torch.float64
         with torch.no_grad():
-            reach = locs.norm(dim=1).max() + flat.norm(dim=1).max()
-            rounding = torch.finfo(dtype).eps * reach.double() ** 2 / (2 * self.scale.double().min() ** 2)
-        return dtype if rounding <= self.TOLERANCE else torch.float64
+            reach = (self.locs - centre).norm(dim=1).max() + (value.reshape(-1, len(centre)) - centre).norm(dim=1).max()
+            estimate = torch.finfo(torch.float32).eps * reach.double() ** 2 / (2 * self.scale.double().min() ** 2)
+        return torch.float32 if _ROUNDING_MARGIN * estimate <= self.TOLERANCE else torch.float64
 
 
 def _floored_logsumexp(logits: torch.Tensor) -> torch.Tensor:
     """``logsumexp`` over each row, with the terms more than :data:`_FLOOR` nats below the row's
     largest raised to ``e^-FLOOR``: float32's ``exp`` of anything below -87 is a denormal number,
     and torch's ``logsumexp`` took 8 times as long on such rows (benchmarks/RESULTS.md, "The
-    exemplar prior's cost"). The change is at most ``M e^-80`` relative, below any float's
-    resolution for fewer than 10^20 components. In place where nothing is differentiated."""
+    exemplar prior's cost"). The change is at most ``M e^-80`` relative, below float64's
+    resolution for fewer than 10^19 components. In place where nothing is differentiated."""
     top = logits.detach().amax(1, keepdim=True)
     if logits.requires_grad and torch.is_grad_enabled():
         terms = (logits - top).clamp_min(-_FLOOR).exp()

@@ -13,23 +13,12 @@ reach far below float32's smallest normal number once a row's largest is subtrac
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
+from timing import timed
 
 from pyro_mapa.models import ExemplarMixture
 from pyro_mapa.models.exemplar import _floored_logsumexp
-
-
-def seconds(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -58,14 +47,14 @@ def main() -> None:
             prior.log_prob(draws).sum().backward()
 
         for name, fn in (("score", score), ("score + gradient", gradient)):
-            t = seconds(fn, args.repeats)
+            t = timed(fn, args.repeats)
             print(f"{str(dtype):14s} {name:17s} {1e3 * t:8.1f} ms per call; 10,000,000 draws: "
                   f"{t * 1e7 / args.rows / 60:6.1f} min", flush=True)
 
     logits = torch.addmm(-0.5 * locs.float().square().sum(1), z.float(), locs.float().T) / args.scale**2
     for name, fn in (("torch.logsumexp", lambda: logits.logsumexp(1)),
                      ("floored logsumexp", lambda: _floored_logsumexp(logits.clone()))):
-        print(f"float32 logits {name:18s} {1e3 * seconds(fn, args.repeats):8.1f} ms per call", flush=True)
+        print(f"float32 logits {name:18s} {1e3 * timed(fn, args.repeats):8.1f} ms per call", flush=True)
 
 
 if __name__ == "__main__":

@@ -33,22 +33,13 @@ import pyro.distributions as dist
 import torch
 from pyro.infer import SVI
 from pyro.optim import Adam
+from timing import timed
 
 from pyro_mapa import MAPA_ELBO, IndexProposal, MAPAGuide, MAPAPosterior, decode
 from pyro_mapa.experiments import load_split
 from pyro_mapa.experiments.baselines import empirical_model
 from pyro_mapa.infer.importance import ImportanceWeights
 from pyro_mapa.models import make_decoder
-
-
-def timed(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def torch_model(decoder, likelihood, num_points: int, latent_dim: int):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pyro
@@ -44,6 +45,49 @@ __all__ = ["CODE_OPTIMIZERS", "PRIOR_FAMILIES", "train_mapa"]
 PRIOR_FAMILIES = ("gaussian", "gmm", "flow")
 #: How the codes are stepped: Adam on all of them, or SparseAdam on the rows a step decoded.
 CODE_OPTIMIZERS = ("adam", "sparse-adam")
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """:func:`train_mapa`'s keyword arguments of the same names (documented there)."""
+
+    latent_dim: int
+    hidden: int
+    num_neighbors: int
+    num_samples: int
+    epochs: int
+    batch_size: int
+    lr: float
+    prior: str
+    num_components: int
+    search: str
+    code_gradients: str
+    code_optimizer: str
+    seed: int
+
+    def check(self, num_points: int, obs_dim: int, world: int) -> None:
+        """Every setting against the data and the process group, before the cache is built: a
+        typo must not cost an ``O(N^2 D)`` search."""
+        for name in ("latent_dim", "hidden", "num_neighbors", "epochs", "batch_size", "num_components"):
+            check_count(getattr(self, name), name)
+        if self.latent_dim > min(num_points - 1, obs_dim):
+            raise ValueError(f"latent_dim={self.latent_dim} is larger than the data allow "
+                             f"(N - 1 = {num_points - 1}, D = {obs_dim})")
+        if self.num_neighbors > num_points:
+            raise ValueError(f"num_neighbors K={self.num_neighbors} is larger than the number of points N={num_points}")
+        if self.batch_size * world > num_points:
+            raise ValueError(f"batch_size={self.batch_size} on {world} process(es) needs at least "
+                             f"{self.batch_size * world} points, got N={num_points}")
+        if self.prior not in PRIOR_FAMILIES:
+            raise ValueError(f"prior must be one of {PRIOR_FAMILIES}, got {self.prior!r}")
+        if self.prior == "gmm" and self.num_components > num_points:
+            raise ValueError(f"num_components={self.num_components} is larger than the number of points N={num_points}")
+        if self.code_gradients not in CODE_GRADIENTS:
+            raise ValueError(f"code_gradients must be one of {CODE_GRADIENTS}, got {self.code_gradients!r}")
+        if self.code_optimizer not in CODE_OPTIMIZERS:
+            raise ValueError(f"code_optimizer must be one of {CODE_OPTIMIZERS}, got {self.code_optimizer!r}")
+        if self.code_optimizer == "sparse-adam" and self.code_gradients == "dense" and world > 1:
+            raise ValueError("sparse codes travel as rows: use code_gradients='rows' with code_optimizer='sparse-adam'")
 
 
 def _device(device: str | torch.device | None, data: torch.Tensor) -> torch.device:
@@ -108,8 +152,9 @@ def train_mapa(
     On every rank of an initialised process group (``torchrun``) it trains data-parallel:
     each rank takes ``batch_size`` points a step (disjoint across ranks), draws its own
     particles (seed ``seed + 1 + rank``, on a generator of its own: the caller's random state is
-    left alone), and the gradients are averaged; without one it trains in this process. The codes start at the data's principal components, the decoder at torch's
-    default initialisation under ``seed``; Adam (``torch.optim``) at ``lr``.
+    left alone), and the gradients are averaged; without one it trains in this process. The
+    codes start at the data's principal components, the decoder at torch's default
+    initialisation under ``seed``; Adam (``torch.optim``) at ``lr``.
 
     :param likelihood: a :class:`~pyro_mapa.models.Likelihood` (``BernoulliLikelihood()`` for
         binary data) or a Gaussian's ``sigma``; its :meth:`cache_kernel` builds the cache.
@@ -129,29 +174,10 @@ def train_mapa(
     """
     likelihood = as_likelihood(likelihood)
     data = as_data_tensor(data, binary=likelihood.binary)
-    for name, count in [("latent_dim", latent_dim), ("hidden", hidden), ("num_neighbors", num_neighbors),
-                        ("epochs", epochs), ("batch_size", batch_size), ("num_components", num_components)]:
-        check_count(count, name)
-    num_points, obs_dim = data.shape
     rank, world = process_group_size()
-    # every setting checked before the cache is built: a typo must not cost an O(N^2 D) search
-    if latent_dim > min(num_points - 1, obs_dim):
-        raise ValueError(f"latent_dim={latent_dim} is larger than the data allow (N - 1 = {num_points - 1}, D = {obs_dim})")
-    if num_neighbors > num_points:
-        raise ValueError(f"num_neighbors K={num_neighbors} is larger than the number of points N={num_points}")
-    if batch_size * world > num_points:
-        raise ValueError(f"batch_size={batch_size} on {world} process(es) needs at least {batch_size * world} points, "
-                         f"got N={num_points}")
-    if prior not in PRIOR_FAMILIES:
-        raise ValueError(f"prior must be one of {PRIOR_FAMILIES}, got {prior!r}")
-    if prior == "gmm" and num_components > num_points:
-        raise ValueError(f"num_components={num_components} is larger than the number of points N={num_points}")
-    if code_gradients not in CODE_GRADIENTS:
-        raise ValueError(f"code_gradients must be one of {CODE_GRADIENTS}, got {code_gradients!r}")
-    if code_optimizer not in CODE_OPTIMIZERS:
-        raise ValueError(f"code_optimizer must be one of {CODE_OPTIMIZERS}, got {code_optimizer!r}")
-    if code_optimizer == "sparse-adam" and code_gradients == "dense" and world > 1:
-        raise ValueError("sparse codes travel as rows: use code_gradients='rows' with code_optimizer='sparse-adam'")
+    settings = _Settings(latent_dim, hidden, num_neighbors, num_samples, epochs, batch_size, lr, prior, num_components,
+                         search, code_gradients, code_optimizer, seed)
+    settings.check(*data.shape, world)
     device = _device(device, data)
     if cache is not None and rank == 0:
         Path(cache).parent.mkdir(parents=True, exist_ok=True)
@@ -159,56 +185,51 @@ def train_mapa(
     # a generator of its own (the cache's samples, the decoder, the particles): the caller's is left alone
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
             pyro.settings.context(module_local_params=True):  # the modules' own parameters, not the param store
-        return _train(data.to(device), likelihood, posterior_path=None if cache is None else Path(cache), show=show,
-                      latent_dim=latent_dim, hidden=hidden, num_neighbors=num_neighbors, num_samples=num_samples,
-                      epochs=epochs, batch_size=batch_size, lr=lr, prior=prior, num_components=num_components,
-                      search=search, code_gradients=code_gradients, code_optimizer=code_optimizer, seed=seed)
+        return _train(data.to(device), likelihood, settings, None if cache is None else Path(cache), show)
 
 
-def _train(data: torch.Tensor, likelihood: Likelihood, *, posterior_path: Path | None, show: bool | None,
-           latent_dim: int, hidden: int, num_neighbors: int, num_samples: int, epochs: int, batch_size: int, lr: float,
-           prior: str, num_components: int, search: str, code_gradients: str, code_optimizer: str,
-           seed: int) -> TrainedModel:
+def _train(data: torch.Tensor, likelihood: Likelihood, settings: _Settings, posterior_path: Path | None,
+           show: bool | None) -> TrainedModel:
     """:func:`train_mapa` once its settings are checked: cache, training, prior."""
     (num_points, obs_dim), device, (rank, world) = data.shape, data.device, process_group_size()
     timings = {}
     clock = time.perf_counter()
-    posterior = _cache(data, likelihood.cache_kernel(), min(num_points, max(64, num_neighbors)), posterior_path,
-                       search, show)
+    posterior = _cache(data, likelihood.cache_kernel(), min(num_points, max(64, settings.num_neighbors)),
+                       posterior_path, settings.search, show)
     timings["cache_seconds"] = time.perf_counter() - clock
-    torch.manual_seed(seed)  # the same decoder on every rank (DDP also broadcasts rank 0's)
-    model = EmpiricalModel(make_decoder(latent_dim, obs_dim, hidden).to(device, data.dtype),
-                           pca_codes(data, latent_dim), likelihood, sparse=code_optimizer == "sparse-adam")
+    torch.manual_seed(settings.seed)  # the same decoder on every rank (DDP also broadcasts rank 0's)
+    model = EmpiricalModel(make_decoder(settings.latent_dim, obs_dim, settings.hidden).to(device, data.dtype),
+                           pca_codes(data, settings.latent_dim), likelihood,
+                           sparse=settings.code_optimizer == "sparse-adam")
     guide = MAPAGuide(model, posterior, create_plates=lambda x, idx=None: pyro.plate("data", num_points, subsample=idx))
     guide(data[:1], torch.arange(1, device=device))  # set up now: it traces the model, drawing
-    loss = MAPA_ELBO(num_neighbors, num_samples, max_plate_nesting=1)(model, guide)
+    loss = MAPA_ELBO(settings.num_neighbors, settings.num_samples, max_plate_nesting=1)(model, guide)
     if model.sparse:
-        optimizers = [torch.optim.Adam(model.decoder.parameters(), lr=lr), torch.optim.SparseAdam([model.codes], lr=lr)]
+        optimizers = [torch.optim.Adam(model.decoder.parameters(), lr=settings.lr),
+                      torch.optim.SparseAdam([model.codes], lr=settings.lr)]
     else:
-        optimizers = [torch.optim.Adam(loss.parameters(), lr=lr)]
-    step = DataParallelStep(loss, optimizers, code_gradients)
-    torch.manual_seed(seed + 1 + rank)  # each rank its own particles
+        optimizers = [torch.optim.Adam(loss.parameters(), lr=settings.lr)]
+    step = DataParallelStep(loss, optimizers, settings.code_gradients)
+    torch.manual_seed(settings.seed + 1 + rank)  # each rank its own particles
     passes = PassCounter(model.decoder)
     clock, steps = time.perf_counter(), 0
-    bar = progress_bar(range(epochs), progress=show, desc="training MAPA", unit="epoch")
+    bar = progress_bar(range(settings.epochs), progress=show, desc="training MAPA", unit="epoch")
     for epoch in bar:
-        batches = (idx.to(device) for idx in minibatches(num_points, batch_size, seed, epoch))
+        batches = (idx.to(device) for idx in minibatches(num_points, settings.batch_size, settings.seed, epoch))
         losses = [step(data[idx], idx) for idx in batches]
         steps += len(losses)
         bar.set_postfix(loss=f"{sum(losses) / len(losses) / num_points:.3f}/point")
     timings["train_seconds"] = time.perf_counter() - clock
     passes.remove()
     codes = model.codes.detach()
-    decoder = make_decoder(latent_dim, obs_dim, hidden).to(device, data.dtype)  # a plain module, as a load gives
+    # a plain module, as a load gives
+    decoder = make_decoder(settings.latent_dim, obs_dim, settings.hidden).to(device, data.dtype)
     decoder.load_state_dict(model.decoder.state_dict())
     clock = time.perf_counter()
-    fitted = fit_prior(codes, prior, num_components=num_components, seed=seed, progress=show)
+    fitted = fit_prior(codes, settings.prior, num_components=settings.num_components, seed=settings.seed, progress=show)
     timings["prior_seconds"] = time.perf_counter() - clock
-    settings = {"obs_dim": obs_dim, "hidden": hidden, "num_neighbors": num_neighbors, "num_samples": num_samples,
-                "epochs": epochs, "batch_size": batch_size, "lr": lr, "processes": world, "steps": steps,
-                "decoder_passes": passes.count, "seed": seed, "search": posterior.search,
-                "kernel": posterior.kernel.describe(), "num_cached": posterior.num_cached,
-                "code_gradients": code_gradients, "code_optimizer": code_optimizer, "last_epoch_loss_per_point": sum(losses) / len(losses) / num_points,
-                **timings}
+    record = {**asdict(settings), "obs_dim": obs_dim, "processes": world, "steps": steps,
+              "decoder_passes": passes.count, "search": posterior.search, "kernel": posterior.kernel.describe(), "num_cached": posterior.num_cached,
+              "last_epoch_loss_per_point": sum(losses) / len(losses) / num_points, **timings}
     return TrainedModel(decoder.requires_grad_(False), codes, likelihood, fitted, TrainedModel.fingerprint_of(data),
-                        settings)
+                        record)

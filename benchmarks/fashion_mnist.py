@@ -43,7 +43,8 @@ from pyro_mapa.experiments import (
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "fashion-mnist"
 #: Adam's learning rate of every method unless ``--lr`` says otherwise (parts at another rate are
-#: named ``<method>-lr<rate>-seed<seed>.json`` and reported as ``<method> lr=<rate>``)
+#: named ``<method>-lr<rate>-seed<seed>.json`` and reported as ``<method> lr=<rate>``; parts with
+#: ``--kl-warmup W`` likewise ``<method>-warmup<W>-seed<seed>.json``, ``<method> warm-up=<W>``)
 DEFAULT_LR = 1e-3
 METHODS = ["vae", "mapa-1-10", "iwae-5", "mapa-5-10", "exact", "autodelta", "iwae-50", "mapa-1-50", "mapa-5-50",
            "mapa-1-10@p10", "mapa-1-10@d0.99", "iwae-dreg-50", "vampprior-500", "exemplar"]
@@ -74,7 +75,8 @@ def run(args) -> None:
     commit = _commit()  # the code this process runs, whatever is committed while it does
     for seed in args.seeds:
         for method in args.methods:
-            name = method if args.lr == DEFAULT_LR else f"{method}-lr{args.lr:g}"
+            name = method + (f"-lr{args.lr:g}" if args.lr != DEFAULT_LR else "") + (
+                f"-warmup{args.kl_warmup}" if args.kl_warmup else "")
             path = folder / f"{name}-seed{seed}.json"
             if path.exists():
                 print(f"{path.name}: done before, skipped", flush=True)
@@ -83,7 +85,7 @@ def run(args) -> None:
                 method, split, seed, args.budget, lr=args.lr, batch_size=args.batch_size,
                 num_checkpoints=args.checkpoints, eval_particles=args.eval_particles, checkpoint_test=False,
                 test_particles=args.test_particles, max_test_particles=args.test_particles, progress=not args.quiet,
-                scorer=args.scorer, scorer_fit_steps=args.scorer_fit_steps,
+                scorer=args.scorer, scorer_fit_steps=args.scorer_fit_steps, kl_warmup=args.kl_warmup,
             )
             record = {
                 "result": asdict(result), "split": split.describe(), "split_notes": split.notes,
@@ -105,10 +107,10 @@ def report(args) -> None:
     names = {f.name for f in fields(RunResult)}
     runs = [RunResult(**{k: v for k, v in r["result"].items() if k in names}) for r in records]
     order = {m: i for i, m in enumerate(METHODS)}
-    runs.sort(key=lambda r: (order.get(r.method, len(order)), r.lr, r.seed))
+    runs.sort(key=lambda r: (order.get(r.method, len(order)), r.lr, r.kl_warmup, r.seed))
     for r in runs:
-        if r.lr != DEFAULT_LR:
-            r.method = f"{r.method} lr={r.lr:g}"
+        r.method += (f" lr={r.lr:g}" if r.lr != DEFAULT_LR else "") + (
+            f" warm-up={r.kl_warmup:,}" if r.kl_warmup else "")
     split = load_split("fashion-mnist", num_val=records[0]["settings"]["num_val"],
                        num_test=records[0]["settings"]["num_test"])
     print(summary_table(split, runs))
@@ -131,6 +133,8 @@ def main() -> None:
     run_parser.add_argument("--methods", nargs="+", default=METHODS)
     run_parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     run_parser.add_argument("--lr", type=float, default=DEFAULT_LR)
+    run_parser.add_argument("--kl-warmup", type=int, default=0,
+                            help="decoder passes of KL warm-up for vae, vampprior and exemplar (0: none)")
     run_parser.add_argument("--batch-size", type=int, default=100)
     run_parser.add_argument("--checkpoints", type=int, default=5)
     run_parser.add_argument("--eval-particles", type=int, default=100)

@@ -41,11 +41,13 @@ from ..evaluation import (
     stable_log_likelihood,
 )
 from ..evaluation.likelihood import check_sample_range
+from ..infer import IWAE_ELBO
 from ..models import make_decoder
 from ..models.counting import PassCounter
 from .methods import Method, build_method, parse_method
 from .scoring import ModelScorer
 from .split import Split
+from .warmup import KLWarmup
 
 __all__ = ["GRID_POINTS", "RunResult", "restore_params", "snapshot_params", "train_and_score"]
 
@@ -60,6 +62,7 @@ class RunResult:
     method: str
     seed: int
     lr: float
+    kl_warmup: int = 0  # decoder passes of KL warm-up (0: none)
     test_ll: float = -math.inf
     test_se: float = 0.0
     best_val_ll: float = -math.inf
@@ -118,6 +121,7 @@ def train_and_score(
     checkpoint_test: bool = True,
     scorer: str = "laplace",
     scorer_fit_steps: int = 1000,
+    kl_warmup: int = 0,
     progress: bool | None = False,
     inspect: Callable[[torch.nn.Module, dist.Distribution, torch.Tensor], None] | None = None,
 ) -> RunResult:
@@ -139,6 +143,9 @@ def train_and_score(
         (:class:`~pyro_mapa.experiments.scoring.ModelScorer`); an encoder is fitted for
         ``scorer_fit_steps`` Adam steps at each checkpoint and three times that before the
         final score, its passes not counted in the budget.
+    :param kl_warmup: for the ELBO-trained encoder methods (VAE, VampPrior, Exemplar VAE), the
+        decoder passes over which the latent's terms are warmed up from weight 0 to 1
+        (:class:`~pyro_mapa.experiments.warmup.KLWarmup`; 0: none).
     :param progress: a progress bar over the training budget (``None``: on a terminal only).
     :param code_init: where per-point codes start, as in
         :func:`~pyro_mapa.experiments.methods.build_method`.
@@ -151,14 +158,24 @@ def train_and_score(
                         ("eval_particles", eval_particles)]:
         check_count(count, name)
     check_sample_range(test_particles, max_test_particles, "test_particles", "max_test_particles")
+    if kl_warmup < 0:
+        raise ValueError(f"kl_warmup must be 0 (none) or a number of decoder passes, got {kl_warmup}")
     pyro.set_rng_seed(seed)
     pyro.clear_param_store()
     train, likelihood, d = split.train, split.likelihood, split.latent_dim
     decoder = make_decoder(d, train.shape[1], split.hidden)
     clock = time.perf_counter()
     setup = build_method(method, split, decoder, code_init)
-    result = RunResult(method=method.label, seed=seed, lr=lr, setup_seconds=time.perf_counter() - clock)
+    result = RunResult(method=method.label, seed=seed, lr=lr, kl_warmup=kl_warmup,
+                       setup_seconds=time.perf_counter() - clock)
     model, guide, loss, encoder = setup
+    warmup = None
+    if kl_warmup:
+        if encoder is None or isinstance(loss, IWAE_ELBO):
+            raise ValueError(f"kl_warmup applies to the ELBO-trained encoder methods (vae, vampprior, exemplar), "
+                             f"not {method.label}")
+        warmup = KLWarmup(kl_warmup)
+        model, guide = warmup(model), warmup(guide)
     decoder_passes = PassCounter(decoder)  # attached after every guide's set-up: only training passes count
     encoder_passes = PassCounter(encoder) if encoder is not None else None
     num_points = len(train)
@@ -175,6 +192,8 @@ def train_and_score(
     bar = progress_bar(total=budget, progress=progress, desc=f"{method.label} seed {seed}", unit="pass", leave=False)
     while decoder_passes.count < budget:
         idx = torch.randint(0, num_points, (batch_size,))
+        if warmup is not None:
+            warmup.set_progress(decoder_passes.count)
         start = time.perf_counter()
         svi.step(train[idx], idx)
         elapsed += time.perf_counter() - start

@@ -9,6 +9,14 @@ by the comparison's estimator until stable to 0.01 nats (`stable_log_likelihood`
 
     python benchmarks/prior_family.py --dataset spiral-dots --lr 0.03 --seeds 0 1 2
 
+``--scorer encoder`` scores each family as the Fashion-MNIST campaign does
+(benchmarks/fashion_mnist.py): an encoder fitted to each model's posterior
+(`ModelScorer("encoder")`), a fixed number of samples per test image; the method's own
+column (the comparison's GMM-10) is then the run's test score itself:
+
+    python benchmarks/prior_family.py --dataset fashion-mnist --scorer encoder --lr 0.001 --seeds 0 \
+        --methods mapa-1-10 --checkpoints 5 --test-particles 5000 --families gmm-30 gmm-100 flow
+
 ``--fit-time N d`` instead times each family's fit alone on ``N`` codes of dimension ``d``
 (drawn from a 20-component Gaussian mixture by the first seed; the median of ``--repeats``)
 and scores it on 10,000 fresh codes from the same mixture, beside the mixture's own value:
@@ -28,12 +36,13 @@ import torch
 from pyro_mapa import fit_prior
 from pyro_mapa.evaluation import empirical_log_likelihood, stable_log_likelihood
 from pyro_mapa.experiments import load_split, train_and_score
-from pyro_mapa.experiments.scoring import continuous_log_likelihood
+from pyro_mapa.experiments.scoring import ModelScorer, continuous_log_likelihood
 
 FAMILIES = {
     "gaussian": dict(family="gaussian"),
     "gmm-10": dict(family="gmm", num_components=10),
     "gmm-30": dict(family="gmm", num_components=30),
+    "gmm-100": dict(family="gmm", num_components=100),
     "flow": dict(family="flow", num_steps=1000),
     "flow-1024": dict(family="flow", num_steps=1000, batch_size=1024),
 }
@@ -50,15 +59,22 @@ def main() -> None:
     parser.add_argument("--fit-time", type=int, nargs=2, metavar=("N", "D"))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
+    parser.add_argument("--scorer", choices=["laplace", "encoder"], default="laplace")
+    parser.add_argument("--checkpoints", type=int, default=20)
+    parser.add_argument("--test-particles", type=int, default=2000,
+                        help="samples per test image (laplace: the first of a stable estimate, up to 32,000)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.fit_time:
         fit_time(*args.fit_time, args.repeats, args.seeds[0], args.families)
         return
     split = load_split(args.dataset, seed=args.seeds[0])
-    print(f"{args.dataset}: budget {args.budget}, lr {args.lr}, seeds {args.seeds}; true test LL {split.true_test}")
-    print("| method | empiricalized (exact) | " + " | ".join(args.families) + " |")
-    print("|---" * (2 + len(args.families)) + "|", flush=True)
+    encoder_scored = args.scorer == "encoder"
+    columns = ["empiricalized (exact)"] + (["comparison's GMM-10"] if encoder_scored else []) + args.families
+    print(f"{args.dataset}: budget {args.budget}, lr {args.lr}, seeds {args.seeds}, {args.scorer} scorer; "
+          f"true test LL {split.true_test}")
+    print("| method | " + " | ".join(columns) + " |")
+    print("|---" * (1 + len(columns)) + "|", flush=True)
     for method in args.methods:
         rows = []
         for seed in args.seeds:
@@ -66,15 +82,24 @@ def main() -> None:
 
             def score(decoder, _, codes):
                 row.append(empirical_log_likelihood(decoder, codes, split.test, split.likelihood).mean().item())
+                scorer = ModelScorer("encoder", decoder, split.likelihood, split.train, split.latent_dim, split.hidden)
                 for name in args.families:
                     prior = fit_prior(codes, seed=seed, progress=False, **FAMILIES[name])
-                    ll, _, _ = stable_log_likelihood(
-                        lambda p: continuous_log_likelihood(decoder, prior, split.likelihood, codes, split.test, p), 2000, 32000
-                    )
+                    if encoder_scored:
+                        with torch.random.fork_rng():
+                            scorer.update(prior, codes, final=True)
+                            ll = scorer(split.test, args.test_particles)
+                    else:
+                        ll, _, _ = stable_log_likelihood(lambda p: continuous_log_likelihood(
+                            decoder, prior, split.likelihood, codes, split.test, p), args.test_particles, 32000)
                     row.append(ll.value.mean().item())
 
-            train_and_score(method, split, seed, args.budget, lr=args.lr,
-                           test_particles=1000, max_test_particles=1000, inspect=score)
+            particles = args.test_particles if encoder_scored else 1000
+            result = train_and_score(method, split, seed, args.budget, lr=args.lr, num_checkpoints=args.checkpoints,
+                                     checkpoint_test=not encoder_scored, scorer=args.scorer, test_particles=particles,
+                                     max_test_particles=particles, inspect=score)
+            if encoder_scored:
+                row.insert(1, result.test_ll)
             rows.append(row)
         medians = [statistics.median(column) for column in zip(*rows)]
         spreads = [f"{m:.3f} ({min(c):.3f}..{max(c):.3f})" for m, c in zip(medians, zip(*rows))]

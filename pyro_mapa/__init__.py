@@ -10,7 +10,14 @@ process or data-parallel), :mod:`pyro_mapa.datasets`, and :mod:`pyro_mapa.experi
 comparison harness). The math they cite is in docs/math.md.
 """
 
-from .cache import Kernel, MAPAIndex, MAPAPosterior, NeighborTable, exact_neighbors
+from .cache import (
+    Kernel,
+    MAPAIndex,
+    MAPAPosterior,
+    NeighborhoodBatches,
+    NeighborTable,
+    exact_neighbors,
+)
 from .infer import (
     IWAE_ELBO,
     MAPA_ELBO,
@@ -50,6 +57,7 @@ __all__ = [
     "MAPAPosterior",
     "MAPA_ELBO",
     "NeighborTable",
+    "NeighborhoodBatches",
     "TrainedModel",
     "decode",
     "decode_unique",

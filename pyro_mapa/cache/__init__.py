@@ -4,6 +4,7 @@ Nothing here knows about the bound: :mod:`pyro_mapa.infer` builds on it, never t
 other way round.
 """
 
+from .batches import NeighborhoodBatches
 from .index import MAPAIndex
 from .kernels import BernoulliKernel, CustomKernel, GaussianKernel, Kernel
 from .neighbors import NeighborTable, exact_neighbors
@@ -17,5 +18,6 @@ __all__ = [
     "MAPAIndex",
     "MAPAPosterior",
     "NeighborTable",
+    "NeighborhoodBatches",
     "exact_neighbors",
 ]

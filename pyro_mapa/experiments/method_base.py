@@ -10,19 +10,22 @@ import pyro
 import pyro.distributions as dist
 import torch
 
+from ..cache import NeighborhoodBatches
 from .split import Split
 
 __all__ = ["Method", "TrainingSetup", "data_plates", "set_up_guide"]
 
 
 class TrainingSetup(NamedTuple):
-    """What a method trains: the model, its guide and loss, and the VAE family's encoder
-    (``None`` for the others; its passes are counted beside the decoder's)."""
+    """What a method trains: the model, its guide and loss, the VAE family's encoder
+    (``None`` for the others; its passes are counted beside the decoder's), and where its
+    minibatches come from (``None``: uniform draws)."""
 
     model: Callable
     guide: Callable
     loss: pyro.infer.ELBO
     encoder: torch.nn.Module | None
+    batches: NeighborhoodBatches | None = None
 
 
 @dataclass(frozen=True)

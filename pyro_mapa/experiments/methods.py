@@ -17,7 +17,7 @@ import torch
 from pyro.infer import Trace_ELBO
 from pyro.infer.autoguide import AutoDelta, AutoNormal, init_to_value
 
-from ..cache import Kernel, MAPAPosterior
+from ..cache import Kernel, MAPAPosterior, NeighborhoodBatches
 from ..infer import DEFAULT_DEFENSIVE, MAPA_ELBO, MAPAGuide
 from ..models import ExemplarMixture, Likelihood, fit_prior, pca_codes
 from .baselines import (
@@ -90,12 +90,15 @@ class MAPA(Method):
     :param defensive: the least share ``lambda_n`` of the ``S`` draws that go to the uncached
         indices (:class:`~pyro_mapa.infer.IndexProposal`); named ``d<share>`` after the ``@``,
         comma-separated from a kernel: ``"mapa-1-10@p10,d0.99"``.
+    :param group_size: minibatches of neighbourhoods of ``g`` points that share codes
+        (:class:`~pyro_mapa.NeighborhoodBatches`), ``g<size>`` after the ``@``; 1: uniform batches.
     """
 
     num_neighbors: int
     num_samples: int
     kernel: str = ""
     defensive: float = DEFAULT_DEFENSIVE
+    group_size: int = 1
     kind = "mapa"
     empirical = True
 
@@ -104,6 +107,8 @@ class MAPA(Method):
             self.cache_kernel(None)  # a bad spec is named at once, before any data
         if not 0.0 <= self.defensive < 1.0:
             raise ValueError(f"{self.kind}: the defensive share must lie in [0, 1), got d{self.defensive:g}")
+        if self.group_size < 1:
+            raise ValueError(f"{self.kind}: the group size must be at least 1, got g{self.group_size}")
 
     @property
     def options(self) -> str:
@@ -111,6 +116,8 @@ class MAPA(Method):
         options = [self.kernel] if self.kernel else []
         if self.defensive != DEFAULT_DEFENSIVE:
             options.append(f"d{self.defensive}")
+        if self.group_size != 1:
+            options.append(f"g{self.group_size}")
         return "@" + ",".join(options) if options else ""
 
     @property
@@ -138,6 +145,10 @@ class MAPA(Method):
     def bound(self, num_points: int) -> MAPA_ELBO:
         return MAPA_ELBO(self.num_neighbors, self.num_samples, max_plate_nesting=1)
 
+    def batches(self, posterior: MAPAPosterior) -> NeighborhoodBatches | None:
+        """Neighbourhoods of ``group_size`` points from the cache, or ``None`` (uniform batches)."""
+        return NeighborhoodBatches(posterior.table, self.group_size) if self.group_size > 1 else None
+
     def setup(self, split, decoder, init_codes):
         num_points = len(split.train)
         model = empirical_model(decoder, split.likelihood, num_points, split.latent_dim, init_codes)
@@ -146,7 +157,8 @@ class MAPA(Method):
         guide = MAPAGuide(model, posterior, create_plates=data_plates(num_points), defensive=self.defensive)
         # a minibatch is enough (the guide holds no per-point parameters), and a trace of all N points
         # would draw the model's i ~ Categorical(N) for each: N^2 work at N = 50,000
-        return TrainingSetup(model, set_up_guide(guide, split.train, num_points=100), self.bound(num_points), None)
+        return TrainingSetup(model, set_up_guide(guide, split.train, num_points=100), self.bound(num_points), None,
+                             self.batches(posterior))
 
     def train_codes(self, setup, train):
         return pyro.param("codes").detach()
@@ -179,7 +191,7 @@ class SmoothedMAPA(MAPA):
                                       num_cached=self.num_cached(num_points), progress=False)
         index_guide = MAPAGuide(model, posterior, create_plates=data_plates(num_points), defensive=self.defensive)
         guide = set_up_guide(smoothed_guide(index_guide), split.train, num_points=100)
-        return TrainingSetup(model, guide, self.bound(num_points), None)
+        return TrainingSetup(model, guide, self.bound(num_points), None, self.batches(posterior))
 
     def continuous_prior(self, setup, codes, seed):
         """The trained mixture, ``(1/N) sum_m N(z_m, tau^2 I)``."""
@@ -246,14 +258,20 @@ def parse_method(name: str) -> Method:
         raise ValueError(f"method {name!r}: only mapa-K-S, smoothed-mapa-K-S and exact take options after '@'")
     settings = {}
     for option in options.split(","):
-        takes_share = method_class is not Exact
-        if ("defensive" if option.startswith("d") and takes_share else "kernel") in settings:
-            raise ValueError(f"method {name!r}: {option!r} repeats an option (one kernel, one d<share>)")
-        if option.startswith("d") and takes_share:
+        sampled = method_class is not Exact  # exact enumeration has no proposal and no minibatch groups
+        key = {"d": "defensive", "g": "group_size"}.get(option[:1]) if sampled else None
+        key = key or "kernel"
+        if key in settings:
+            raise ValueError(f"method {name!r}: {option!r} repeats an option (one kernel, one d<share>, one g<size>)")
+        if key == "defensive":
             try:
                 settings["defensive"] = float(option[1:])
             except ValueError:
                 raise ValueError(f"method {name!r}: bad defensive share {option!r} (e.g. d0.5)") from None
+        elif key == "group_size":
+            if not option[1:].isdigit():
+                raise ValueError(f"method {name!r}: bad group size {option!r} (e.g. g10)")
+            settings["group_size"] = int(option[1:])
         else:
             settings["kernel"] = option
     return method_class(*numbers, **settings)

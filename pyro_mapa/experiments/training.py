@@ -23,13 +23,14 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from typing import Callable
 
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro import poutine
 from pyro.infer import SVI
 from pyro.optim import Adam
 
@@ -168,7 +169,7 @@ def train_and_score(
     setup = build_method(method, split, decoder, code_init)
     result = RunResult(method=method.label, seed=seed, lr=lr, kl_warmup=kl_warmup,
                        setup_seconds=time.perf_counter() - clock)
-    model, guide, loss, encoder = setup
+    model, guide, loss, encoder, batches = setup
     warmup = None
     if kl_warmup:
         if encoder is None or isinstance(loss, IWAE_ELBO):
@@ -191,11 +192,15 @@ def train_and_score(
     next_checkpoint, elapsed = budget / num_checkpoints, 0.0
     bar = progress_bar(total=budget, progress=progress, desc=f"{method.label} seed {seed}", unit="pass", leave=False)
     while decoder_passes.count < budget:
-        idx = torch.randint(0, num_points, (batch_size,))
+        if batches is None:
+            idx, weights = torch.randint(0, num_points, (batch_size,)), None
+        else:  # neighbourhoods, each point's terms weighted so that the gradient stays unbiased
+            idx, weights = batches.sample(batch_size)
         if warmup is not None:
             warmup.set_progress(decoder_passes.count)
         start = time.perf_counter()
-        svi.step(train[idx], idx)
+        with poutine.scale(scale=weights) if weights is not None else nullcontext():
+            svi.step(train[idx], idx)
         elapsed += time.perf_counter() - start
         result.steps += 1
         bar.update(min(decoder_passes.count, budget) - bar.n)

@@ -239,7 +239,7 @@ def parse_method(name: str) -> Method:
     (:class:`MAPA`).
 
     >>> parse_method("mapa-5-10")
-    MAPA(num_neighbors=5, num_samples=10, kernel='', defensive=0.1)
+    MAPA(num_neighbors=5, num_samples=10, kernel='', defensive=0.1, group_size=1)
     >>> parse_method("mapa-1-10@p10").label
     'mapa-1-10@p10'
     """

@@ -93,6 +93,8 @@ def main() -> None:
                         ll, _, _ = stable_log_likelihood(lambda p: continuous_log_likelihood(
                             decoder, prior, split.likelihood, codes, split.test, p), args.test_particles, 32000)
                     row.append(ll.value.mean().item())
+                    # each family as it ends: a long run stopped part-way keeps what it scored
+                    print(f"  {method} seed {seed} {name}: {row[-1]:.3f}", flush=True)
 
             particles = args.test_particles if encoder_scored else 1000
             result = train_and_score(method, split, seed, args.budget, lr=args.lr, num_checkpoints=args.checkpoints,

@@ -51,6 +51,24 @@ __all__ = [
 
 
 
+#: The family fitted to an empiricalized model's codes for scoring, unless a method names another.
+DEFAULT_PRIOR = "gmm10"
+
+
+def prior_family(spec: str, kind: str = "mapa") -> dict:
+    """:func:`~pyro_mapa.fit_prior`'s ``family`` and options for a prior named ``"gmm<k>"``,
+    ``"gaussian"`` or ``"flow"``.
+
+    >>> prior_family("gmm100")
+    {'family': 'gmm', 'num_components': 100}
+    """
+    if spec in ("gaussian", "flow"):
+        return {"family": spec}
+    if spec.startswith("gmm") and spec[3:].isdigit() and int(spec[3:]) > 0:
+        return {"family": "gmm", "num_components": int(spec[3:])}
+    raise ValueError(f"{kind}: unknown prior {spec!r}: use gmm<components> (e.g. gmm100), gaussian or flow")
+
+
 @dataclass(frozen=True)
 class AutoNormalMethod(Method):
     """Pyro's ``AutoNormal`` on the VAE model: non-amortized local latents."""
@@ -92,6 +110,11 @@ class MAPA(Method):
         comma-separated from a kernel: ``"mapa-1-10@p10,d0.99"``.
     :param group_size: minibatches of neighbourhoods of ``g`` points that share codes
         (:class:`~pyro_mapa.NeighborhoodBatches`), ``g<size>`` after the ``@``; 1: uniform batches.
+    :param prior: the family :func:`~pyro_mapa.fit_prior` fits to the trained codes for the
+        continuous model that is scored: ``"gmm<k>"`` (a ``k``-component Gaussian mixture; the
+        comparison's default ``gmm10``), ``"gaussian"`` or ``"flow"``; named after the ``@`` too
+        (``"mapa-1-10@gmm100"``). Training does not depend on it, only the scored model
+        (and so the best-validation checkpoint).
     """
 
     num_neighbors: int
@@ -99,12 +122,14 @@ class MAPA(Method):
     kernel: str = ""
     defensive: float = DEFAULT_DEFENSIVE
     group_size: int = 1
+    prior: str = DEFAULT_PRIOR
     kind = "mapa"
     empirical = True
 
     def __post_init__(self):
         if self.kernel:
             self.cache_kernel(None)  # a bad spec is named at once, before any data
+        self.prior_family()
         if not 0.0 <= self.defensive < 1.0:
             raise ValueError(f"{self.kind}: the defensive share must lie in [0, 1), got d{self.defensive:g}")
         if self.group_size < 1:
@@ -118,6 +143,8 @@ class MAPA(Method):
             options.append(f"d{self.defensive}")
         if self.group_size != 1:
             options.append(f"g{self.group_size}")
+        if self.prior != DEFAULT_PRIOR:
+            options.append(self.prior)
         return "@" + ",".join(options) if options else ""
 
     @property
@@ -137,6 +164,10 @@ class MAPA(Method):
         if spec:
             raise ValueError(f"{self.kind}: unknown kernel {spec!r}: use p<perplexity> (e.g. p10) or eps<flip probability>")
         return likelihood.cache_kernel()
+
+    def prior_family(self) -> dict:
+        """:func:`~pyro_mapa.fit_prior`'s family and options for :attr:`prior`."""
+        return prior_family(self.prior, self.kind)
 
     def num_cached(self, num_points: int) -> int:
         """``K_c`` of the cache: 64, or ``K`` if more."""
@@ -164,8 +195,9 @@ class MAPA(Method):
         return pyro.param("codes").detach()
 
     def continuous_prior(self, setup, codes, seed):
-        """A 10-component Gaussian mixture fitted to the codes (:func:`~pyro_mapa.fit_prior`)."""
-        return fit_prior(codes, "gmm", num_components=10, seed=seed)
+        """The family :attr:`prior` fitted to the codes (:func:`~pyro_mapa.fit_prior`; by default
+        a 10-component Gaussian mixture)."""
+        return fit_prior(codes, seed=seed, progress=False, **self.prior_family())
 
 
 @dataclass(frozen=True)
@@ -179,6 +211,11 @@ class SmoothedMAPA(MAPA):
 
     kind = "smoothed-mapa"
     empirical = False
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.prior != DEFAULT_PRIOR:
+            raise ValueError(f"{self.kind}: its trained model is its own mixture prior; no {self.prior!r} is fitted")
 
     @property
     def label(self) -> str:
@@ -208,7 +245,9 @@ class Exact(MAPA):
 
     @property
     def label(self) -> str:
-        return "exact" + (f"@{self.kernel}" if self.kernel else "")  # S = 0: no proposal, no defensive share
+        # S = 0: no proposal, no defensive share, no groups
+        options = [o for o in (self.kernel, self.prior if self.prior != DEFAULT_PRIOR else "") if o]
+        return "exact" + ("@" + ",".join(options) if options else "")
 
     def num_cached(self, num_points: int) -> int:
         return min(num_points, 64)
@@ -235,13 +274,13 @@ METHODS: dict[str, tuple[type[Method], int]] = {
 def parse_method(name: str) -> Method:
     """The method named ``"vae"``, ``"iwae-S"``, ``"iwae-dreg-S"``, ``"vampprior-K"``, ``"exemplar"``,
     ``"autonormal"``, ``"autodelta"``,
-    ``"mapa-K-S"``, ``"smoothed-mapa-K-S"`` or ``"exact"``; MAPA's may name its cache's kernel after an ``@``
-    (:class:`MAPA`).
+    ``"mapa-K-S"``, ``"smoothed-mapa-K-S"`` or ``"exact"``; MAPA's may name its cache's kernel, defensive
+    share, group size and prior after an ``@`` (:class:`MAPA`).
 
     >>> parse_method("mapa-5-10")
-    MAPA(num_neighbors=5, num_samples=10, kernel='', defensive=0.1, group_size=1)
-    >>> parse_method("mapa-1-10@p10").label
-    'mapa-1-10@p10'
+    MAPA(num_neighbors=5, num_samples=10, kernel='', defensive=0.1, group_size=1, prior='gmm10')
+    >>> parse_method("mapa-1-10@gmm100,p10").label
+    'mapa-1-10@p10,gmm100'
     """
     base, _, options = name.partition("@")
     kind = max((k for k in METHODS if base == k or base.startswith(k + "-")), key=len, default=None)
@@ -259,10 +298,14 @@ def parse_method(name: str) -> Method:
     settings = {}
     for option in options.split(","):
         sampled = method_class is not Exact  # exact enumeration has no proposal and no minibatch groups
-        key = {"d": "defensive", "g": "group_size"}.get(option[:1]) if sampled else None
-        key = key or "kernel"
+        if option.startswith(("gmm", "gaussian", "flow")):
+            key = "prior"
+        else:
+            key = {"d": "defensive", "g": "group_size"}.get(option[:1]) if sampled else None
+            key = key or "kernel"
         if key in settings:
-            raise ValueError(f"method {name!r}: {option!r} repeats an option (one kernel, one d<share>, one g<size>)")
+            raise ValueError(f"method {name!r}: {option!r} repeats an option "
+                             "(one kernel, one d<share>, one g<size>, one prior)")
         if key == "defensive":
             try:
                 settings["defensive"] = float(option[1:])
@@ -273,7 +316,7 @@ def parse_method(name: str) -> Method:
                 raise ValueError(f"method {name!r}: bad group size {option!r} (e.g. g10)")
             settings["group_size"] = int(option[1:])
         else:
-            settings["kernel"] = option
+            settings[key] = option  # the kernel or the prior: the class names a bad one
     return method_class(*numbers, **settings)
 
 

@@ -362,6 +362,38 @@ def test_mapa_draws_neighbourhood_batches_that_share_codes():
     assert idx.shape == weights.shape == (100,) and (weights > 0).all()
 
 
+def test_mapa_names_the_prior_its_codes_are_scored_with(split):
+    """mapa-K-S@gmm<k> | @gaussian | @flow: the family fitted to the trained codes for scoring;
+    training is the same whatever the family, only the scored model changes."""
+    method = parse_method("mapa-1-10@gmm3,p10")
+    assert (method.prior, method.label) == ("gmm3", "mapa-1-10@p10,gmm3")
+    assert parse_method("mapa-1-10@gmm10").label == "mapa-1-10"  # the comparison's default
+    assert parse_method("exact@gaussian").label == "exact@gaussian"
+    for name, error in [("mapa-1-10@gmm", "unknown prior 'gmm'"), ("mapa-1-10@gmm0", "unknown prior 'gmm0'"),
+                        ("mapa-1-10@gaussianx", "unknown prior"), ("mapa-1-10@gmm3,flow", "repeats an option"),
+                        ("smoothed-mapa-1-10@gmm3", "its own mixture prior")]:
+        with pytest.raises(ValueError, match=error):
+            parse_method(name)
+    g = torch.Generator().manual_seed(0)
+    codes = torch.cat([torch.randn(300, 2, generator=g) - 4.0, torch.randn(100, 2, generator=g) + 4.0])
+    mixture = method.continuous_prior(None, codes, seed=0)
+    assert mixture.mixture_distribution.probs.shape == (3,)
+    gaussian = parse_method("mapa-1-10@gaussian").continuous_prior(None, codes, seed=0)
+    centred = codes - codes.mean(0)  # the maximum-likelihood Gaussian, in closed form
+    torch.testing.assert_close(gaussian.mean, codes.mean(0))
+    torch.testing.assert_close(gaussian.covariance_matrix, centred.T @ centred / len(codes), rtol=1e-4, atol=1e-5)
+    # the two-cluster codes: the 3-component mixture explains them better than one Gaussian
+    assert mixture.log_prob(codes).mean() > gaussian.log_prob(codes).mean() + 0.5
+
+    trained = {}
+    runs = {name: train_and_score(name, split, seed=0, budget=4000, num_checkpoints=1, eval_particles=10,
+                                  test_particles=20, max_test_particles=20,
+                                  inspect=lambda decoder, prior, codes, name=name: trained.update({name: codes}))
+            for name in ("mapa-1-10", "mapa-1-10@gaussian")}
+    torch.testing.assert_close(trained["mapa-1-10"], trained["mapa-1-10@gaussian"], rtol=0, atol=0)
+    assert runs["mapa-1-10"].test_ll != runs["mapa-1-10@gaussian"].test_ll
+
+
 def test_the_scorer_does_not_change_how_a_model_trains(split):
     """The encoder scorer draws its own weights and minibatches from a forked generator:
     with one checkpoint (the last is the best) the trained parameters are the same,

@@ -29,6 +29,7 @@ class VAE(Method):
     """An amortized Gaussian encoder trained with ``Trace_ELBO``."""
 
     kind = "vae"
+    warms_up = True
 
     def loss(self) -> pyro.infer.ELBO:
         return Trace_ELBO()
@@ -50,6 +51,7 @@ class IWAE(VAE):
 
     num_particles: int
     kind = "iwae"
+    warms_up = False  # its bound has one scale per datapoint, not one per site
 
     @property
     def label(self) -> str:

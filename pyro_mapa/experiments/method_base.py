@@ -37,6 +37,9 @@ class Method(ABC):
     #: whether it trains the empiricalized model (scored with a GMM fitted to its codes,
     #: and by the empiricalized model's exact log-likelihood beside it)
     empirical: ClassVar[bool] = False
+    #: whether its loss is the ELBO of an amortized encoder, whose latent terms a KL warm-up
+    #: (:class:`~pyro_mapa.experiments.warmup.KLWarmup`) may weigh
+    warms_up: ClassVar[bool] = False
 
     @property
     def label(self) -> str:

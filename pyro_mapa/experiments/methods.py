@@ -243,6 +243,12 @@ class Exact(MAPA):
     num_samples: int = 0
     kind = "exact"
 
+    def __post_init__(self):
+        super().__post_init__()
+        if self.group_size != 1 or self.defensive != DEFAULT_DEFENSIVE:
+            raise ValueError(f"{self.kind}: it sums over all N indices: no proposal share (d) and no minibatch "
+                             f"groups (g), got d{self.defensive:g}, g{self.group_size}")
+
     @property
     def label(self) -> str:
         # S = 0: no proposal, no defensive share, no groups

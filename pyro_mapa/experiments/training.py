@@ -42,7 +42,6 @@ from ..evaluation import (
     stable_log_likelihood,
 )
 from ..evaluation.likelihood import check_sample_range
-from ..infer import IWAE_ELBO
 from ..models import make_decoder
 from ..models.counting import PassCounter
 from .methods import Method, build_method, parse_method
@@ -161,6 +160,9 @@ def train_and_score(
     check_sample_range(test_particles, max_test_particles, "test_particles", "max_test_particles")
     if kl_warmup < 0:
         raise ValueError(f"kl_warmup must be 0 (none) or a number of decoder passes, got {kl_warmup}")
+    if kl_warmup and not method.warms_up:  # named before any cache is built
+        raise ValueError(f"kl_warmup applies to the ELBO-trained encoder methods (vae, vampprior, exemplar), "
+                         f"not {method.label}")
     pyro.set_rng_seed(seed)
     pyro.clear_param_store()
     train, likelihood, d = split.train, split.likelihood, split.latent_dim
@@ -172,9 +174,6 @@ def train_and_score(
     model, guide, loss, encoder, batches = setup
     warmup = None
     if kl_warmup:
-        if encoder is None or isinstance(loss, IWAE_ELBO):
-            raise ValueError(f"kl_warmup applies to the ELBO-trained encoder methods (vae, vampprior, exemplar), "
-                             f"not {method.label}")
         warmup = KLWarmup(kl_warmup)
         model, guide = warmup(model), warmup(guide)
     decoder_passes = PassCounter(decoder)  # attached after every guide's set-up: only training passes count

@@ -24,7 +24,7 @@ from pyro_mapa.experiments import (
 )
 from pyro_mapa.experiments.baselines import empirical_model
 from pyro_mapa.experiments.cli import main
-from pyro_mapa.experiments.methods import MAPA
+from pyro_mapa.experiments.methods import MAPA, Exact
 from pyro_mapa.models import make_decoder
 
 
@@ -351,6 +351,8 @@ def test_mapa_draws_neighbourhood_batches_that_share_codes():
         parse_method("mapa-1-10@g0")
     with pytest.raises(ValueError, match="unknown kernel 'g5'"):  # exact draws no minibatch groups
         parse_method("exact@g5")
+    with pytest.raises(ValueError, match="no minibatch groups"):
+        Exact(group_size=5)
     split = load_split("absolute-value", num_train=1000, seed=0)
     runs = {m: train_and_score(m, split, seed=0, budget=20000, num_checkpoints=1, eval_particles=10,
                                test_particles=20, max_test_particles=20) for m in ("mapa-1-10", "mapa-1-10@g20")}

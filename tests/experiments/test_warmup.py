@@ -62,8 +62,12 @@ def test_training_follows_the_schedule_in_decoder_passes(monkeypatch):
     assert [b for _, b in seen] == pytest.approx([min(1.0, k / 10) for k in range(result.steps)])
 
 
-@pytest.mark.parametrize("method", ["mapa-1-3", "iwae-5", "autodelta"])
-def test_warmup_is_refused_where_there_is_no_kl_term_to_weigh(method):
+@pytest.mark.parametrize("method", ["mapa-1-3", "iwae-5", "iwae-dreg-5", "autodelta", "exact"])
+def test_warmup_is_refused_where_there_is_no_kl_term_to_weigh(method, monkeypatch):
+    def build_method(*args, **kwargs):
+        raise AssertionError("the refusal must come before the method is built (MAPA's cache: a minute at N = 50,000)")
+
+    monkeypatch.setattr(training_module, "build_method", build_method)
     split = load_split("absolute-value", num_train=200, seed=0)
     with pytest.raises(ValueError, match=f"kl_warmup applies to .* not {method}"):
         train_and_score(method, split, 0, 1000, kl_warmup=500)

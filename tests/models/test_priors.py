@@ -57,12 +57,14 @@ def test_flow_models_each_half_given_the_other():
     """A coupling gives its first half an unconditional spline per coordinate; the second coupling
     works on the coordinates reversed. Here z_0 and z_1 (the first half) are both z_2 plus a little
     noise, a Gaussian law: without the reversal they would be fitted as independent, about 1.9
-    nats (their mutual information) below the Gaussian's MLE; with it the flow comes within 0.3."""
+    nats (their mutual information) below the Gaussian's MLE; with it the flow comes within 0.3.
+    At the default 1,000 steps (measured: 0.19 to 0.23 below over seeds 0-2); at 600 the fit of seed 0
+    was not done on every machine (0.42 below on one, inside 0.3 on another)."""
     g = torch.Generator().manual_seed(0)
     shared, free = torch.randn(4000, 1, generator=g), torch.randn(4000, 1, generator=g)
     codes = torch.cat([shared + 0.1 * torch.randn(4000, 2, generator=g), shared, free], dim=1)
     train, test = codes[:3000], codes[3000:]
-    flow = fit_prior(train, "flow", num_steps=600, progress=False)
+    flow = fit_prior(train, "flow", progress=False)
     with torch.no_grad():
         assert flow.log_prob(test).mean() > fit_prior(train, "gaussian").log_prob(test).mean() - 0.3
 

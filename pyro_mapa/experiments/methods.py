@@ -55,20 +55,6 @@ __all__ = [
 DEFAULT_PRIOR = "gmm10"
 
 
-def prior_family(spec: str, kind: str = "mapa") -> dict:
-    """:func:`~pyro_mapa.fit_prior`'s ``family`` and options for a prior named ``"gmm<k>"``,
-    ``"gaussian"`` or ``"flow"``.
-
-    >>> prior_family("gmm100")
-    {'family': 'gmm', 'num_components': 100}
-    """
-    if spec in ("gaussian", "flow"):
-        return {"family": spec}
-    if spec.startswith("gmm") and spec[3:].isdigit() and int(spec[3:]) > 0:
-        return {"family": "gmm", "num_components": int(spec[3:])}
-    raise ValueError(f"{kind}: unknown prior {spec!r}: use gmm<components> (e.g. gmm100), gaussian or flow")
-
-
 @dataclass(frozen=True)
 class AutoNormalMethod(Method):
     """Pyro's ``AutoNormal`` on the VAE model: non-amortized local latents."""
@@ -166,8 +152,17 @@ class MAPA(Method):
         return likelihood.cache_kernel()
 
     def prior_family(self) -> dict:
-        """:func:`~pyro_mapa.fit_prior`'s family and options for :attr:`prior`."""
-        return prior_family(self.prior, self.kind)
+        """:func:`~pyro_mapa.fit_prior`'s ``family`` and options for :attr:`prior`.
+
+        >>> MAPA(1, 10, prior="gmm100").prior_family()
+        {'family': 'gmm', 'num_components': 100}
+        """
+        spec = self.prior
+        if spec in ("gaussian", "flow"):
+            return {"family": spec}
+        if spec.startswith("gmm") and spec[3:].isdigit() and int(spec[3:]) > 0:
+            return {"family": "gmm", "num_components": int(spec[3:])}
+        raise ValueError(f"{self.kind}: unknown prior {spec!r}: use gmm<components> (e.g. gmm100), gaussian or flow")
 
     def num_cached(self, num_points: int) -> int:
         """``K_c`` of the cache: 64, or ``K`` if more."""
@@ -251,9 +246,7 @@ class Exact(MAPA):
 
     @property
     def label(self) -> str:
-        # S = 0: no proposal, no defensive share, no groups
-        options = [o for o in (self.kernel, self.prior if self.prior != DEFAULT_PRIOR else "") if o]
-        return "exact" + ("@" + ",".join(options) if options else "")
+        return "exact" + self.options  # the kernel and the prior: d and g are refused above
 
     def num_cached(self, num_points: int) -> int:
         return min(num_points, 64)

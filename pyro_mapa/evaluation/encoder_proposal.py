@@ -84,8 +84,9 @@ class EncoderProposal:
         self.set_model(decoder, prior)
 
     def set_model(self, decoder: Callable[[torch.Tensor], torch.Tensor], prior: dist.Distribution) -> None:
-        """The model whose posterior the encoder is fitted to, and the proposal's defensive component."""
-        self.decoder, self.prior, self.defensive = decoder, prior, fast_prior(prior)
+        """The model whose posterior the encoder is fitted to, and the proposal's defensive component
+        (the prior, as :func:`~pyro_mapa.evaluation.mixtures.fast_prior` gives it: the same density)."""
+        self.decoder, self.prior = decoder, fast_prior(prior)
 
     def _encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         loc, log_scale = self.encoder(x).chunk(2, dim=-1)
@@ -134,4 +135,4 @@ class EncoderProposal:
             loc, scale = self._encode(x)
         main = dist.Normal(loc, self.inflation * scale).to_event(1)
         with pyro.plate("data", len(x)):
-            pyro.sample(self.site, DefensiveMixture(main, self.defensive, self.prior_weight))
+            pyro.sample(self.site, DefensiveMixture(main, self.prior, self.prior_weight))

@@ -9,6 +9,8 @@ import pyro.distributions as dist
 import torch
 from pyro.distributions import TorchDistribution, constraints
 
+from .._memo import RepeatedDensity
+
 __all__ = ["DefensiveMixture", "GaussianMixture", "fast_prior"]
 
 
@@ -36,13 +38,15 @@ class DefensiveMixture(TorchDistribution):
         )
 
 
-class GaussianMixture(dist.MixtureSameFamily):
+class GaussianMixture(RepeatedDensity, dist.MixtureSameFamily):
     """torch's mixture of ``K`` multivariate normals per batch element, sampled and scored
     the fast way. torch draws from all ``K`` components and then picks one (``K`` times the
     work), and scores with one small triangular solve per (sample, element, component); here
     each draw comes from its own component only, and the density whitens all the samples of a
     component at once, ``L^{-1} (x - mu)`` as one matrix product (at ``d = 40`` these were
-    most of the scorer's time). The density is the same."""
+    most of the scorer's time). The density is the same; a second call on the same unchanged
+    draws returns the first's densities (:class:`pyro_mapa._memo.RepeatedDensity`: the model
+    and its proposal's defensive component share this prior)."""
 
     #: entries of gathered Cholesky factors held at once while sampling
     MAX_ENTRIES = 2**22
@@ -71,7 +75,15 @@ class GaussianMixture(dist.MixtureSameFamily):
                 draws.append(loc[piece] + (tril[piece] @ noise).squeeze(-1))
             return torch.cat(draws).reshape(components.shape + (d,))
 
-    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+    def expand(self, batch_shape, _instance=None) -> dist.Distribution:
+        """Pyro's generic expansion around this mixture (torch's rebuilds a ``MixtureSameFamily``
+        from its own ``__init__``), so that a plate's copies share its densities."""
+        return self if torch.Size(batch_shape) == self.batch_shape else dist.ExpandedDistribution(self, batch_shape)
+
+    def _memo_parameters(self) -> tuple[torch.Tensor, ...]:
+        return self.mixture_distribution.logits, self.component_distribution.loc, self.whitener
+
+    def _log_prob(self, value: torch.Tensor) -> torch.Tensor:
         normal, batch = self.component_distribution, self.batch_shape
         d, num_components = normal.event_shape[0], normal.batch_shape[-1]
         lead = value.shape[: value.dim() - 1 - len(batch)]
@@ -89,7 +101,10 @@ class GaussianMixture(dist.MixtureSameFamily):
 
 def fast_prior(prior: dist.Distribution) -> dist.Distribution:
     """``prior`` itself, or, for a mixture of multivariate normals (a fitted GMM prior), the
-    same density as a :class:`GaussianMixture` (sampled and scored faster)."""
+    same density as a :class:`GaussianMixture` (sampled and scored faster; one already is returned
+    as it is, so that a model and its proposal given the same prior share its densities)."""
+    if isinstance(prior, GaussianMixture):
+        return prior
     if isinstance(prior, dist.MixtureSameFamily) and isinstance(prior.component_distribution, dist.MultivariateNormal):
         return GaussianMixture(prior.mixture_distribution, prior.component_distribution)
     return prior

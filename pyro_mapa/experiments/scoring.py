@@ -32,6 +32,7 @@ from ..evaluation import (
     importance_log_likelihood,
     laplace_mixture_proposal,
 )
+from ..evaluation.mixtures import fast_prior
 from ..models import Likelihood, make_encoder
 
 __all__ = ["SCORERS", "ModelScorer", "continuous_log_likelihood", "continuous_model"]
@@ -71,6 +72,7 @@ def continuous_log_likelihood(
     """``log p(x_n)`` per point of ``x`` for the continuous-prior model, by importance
     sampling with :func:`~pyro_mapa.evaluation.laplace_mixture_proposal` anchored at the
     model's training ``codes`` (0.1 of it the prior)."""
+    prior = fast_prior(prior)  # one object for the model and the proposal: each draw's prior density computed once
     proposal = laplace_mixture_proposal(decoder, codes, likelihood, prior=prior)
     return _estimate(continuous_model(decoder, prior, likelihood), proposal, x, num_particles, k_hat)
 
@@ -109,6 +111,7 @@ class ModelScorer:
     def update(self, prior: dist.Distribution, codes: torch.Tensor, final: bool = False) -> None:
         """Score the model with this prior (and these training codes) from now on; ``final``:
         fit the encoder for ``final_fit_steps``."""
+        prior = fast_prior(prior)  # one object for the model and the proposal: each draw's prior density computed once
         self.model = continuous_model(self.decoder, prior, self.likelihood)
         if self.kind == "laplace":
             self.proposal = laplace_mixture_proposal(self.decoder, codes, self.likelihood, prior=prior)

@@ -37,10 +37,8 @@ float32). Autocast is switched off inside. Float32 makes a scorer's 50,000 compo
 faster (benchmarks/RESULTS.md, "The exemplar prior's cost").
 
 An importance sampler scores the same draws twice, under the proposal (whose defensive
-component is this prior) and under the model; without gradients the last value's densities
-are kept and returned again for the same tensor, as long as torch's version counters say
-that neither it, the means, the scales nor the returned densities changed in place (writes
-through ``.data`` and fused optimizers are not counted by torch: score a new tensor after those).
+component is this prior) and under the model: the second call returns the first's densities
+(:class:`pyro_mapa._memo.RepeatedDensity`).
 """
 
 from __future__ import annotations
@@ -50,6 +48,8 @@ import math
 import torch
 from pyro.distributions import TorchDistribution, constraints
 
+from .._memo import RepeatedDensity
+
 __all__ = ["ExemplarMixture"]
 
 #: terms this many nats below a row's largest are raised to ``e^-_FLOOR`` (:func:`_floored_logsumexp`)
@@ -58,7 +58,7 @@ _FLOOR = 80.0
 _ROUNDING_MARGIN = 4.0
 
 
-class ExemplarMixture(TorchDistribution):
+class ExemplarMixture(RepeatedDensity, TorchDistribution):
     """``(1 / M) sum_m N(z; locs[m], scale^2 I)``: no batch shape, event shape ``(d,)``.
 
     :param locs: ``(M, d)`` component means (gradients flow through them).
@@ -94,18 +94,14 @@ class ExemplarMixture(TorchDistribution):
             return self.locs[pick] + scale * torch.randn(sample_shape + self.event_shape, dtype=self.locs.dtype,
                                                          device=self.locs.device)
 
-    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        key = self._memo_key(value)
-        memo = getattr(self, "_memo", None)
-        if key is not None and memo is not None and memo[0] is value and memo[1] == key and memo[2]._version == memo[3]:
-            return memo[2]
-        with torch.autocast(value.device.type, enabled=False):  # the rounding rule assumes full float32
-            result = self._log_prob(value)
-        if key is not None:
-            self._memo = (value, key, result, result._version)
-        return result
+    def _memo_parameters(self) -> tuple[torch.Tensor, ...]:
+        return self.locs, self.scale
 
     def _log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(value.device.type, enabled=False):  # the rounding rule assumes full float32
+            return self._scores(value)
+
+    def _scores(self, value: torch.Tensor) -> torch.Tensor:
         d = self.locs.shape[1]
         centre = self.locs.detach().mean(0)
         dtype = self._working_dtype(value, centre)
@@ -123,14 +119,6 @@ class ExemplarMixture(TorchDistribution):
                   for chunk in features.split(max(1, self.max_entries // len(self.locs)))]
         log_norm = 0.5 * d * math.log(2 * math.pi) + math.log(len(self.locs))
         return (torch.cat(pieces) + row_term - log_norm).reshape(value.shape[:-1]).to(value.dtype)
-
-    def _memo_key(self, value: torch.Tensor) -> tuple[int, ...] | None:
-        """The versions of the value and of the parameters (any in-place change is a new
-        value), or ``None`` where nothing may be kept (under autograd, in inference mode)."""
-        tensors = (value, self.locs, self.scale)
-        if torch.is_grad_enabled() or torch.is_inference_mode_enabled() or any(t.is_inference() for t in tensors):
-            return None
-        return tuple(t._version for t in tensors)
 
     def _working_dtype(self, value: torch.Tensor, centre: torch.Tensor) -> torch.dtype:
         """float32 where both sides are float32, the matrix products run in full float32 (no

@@ -76,7 +76,7 @@ def test_set_model_moves_the_fit_and_the_defensive_prior_to_the_new_model(float6
     proposal.fit(old_train, 1500, batch_size=200)
     decoder, prior, likelihood, train, exact = linear_gaussian(1, shift=2.0)
     proposal.set_model(decoder, prior)
-    assert proposal.defensive is prior
+    assert proposal.prior is prior
     proposal.fit(train, 1500, batch_size=200)
     x = train[:50]
     estimate = importance_log_likelihood(continuous_model(decoder, prior, likelihood), proposal, x, num_particles=500)

@@ -1,0 +1,46 @@
+"""The last density of a costly prior, kept for the same unchanged tensor.
+
+An importance sampler scores each draw twice under a prior: once under the proposal, whose
+defensive component is the prior, and once under the model (docs/math.md, section 5). For a
+mixture of many components that second pass was most of a scorer's time. Without gradients,
+the last value's densities are kept and returned again for the same tensor, as long as torch's
+version counters say that neither it, the distribution's parameters nor the returned densities
+changed in place (writes through ``.data`` and fused optimizers are not counted by torch: score
+a new tensor after those).
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["RepeatedDensity"]
+
+
+class RepeatedDensity:
+    """Mixin for a distribution whose :meth:`_log_prob` is costly: :meth:`log_prob` returns the
+    last result again for the same unchanged value. A subclass names its parameters in
+    :meth:`_memo_parameters`."""
+
+    def _log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _memo_parameters(self) -> tuple[torch.Tensor, ...]:
+        raise NotImplementedError
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        key = self._memo_key(value)
+        memo = getattr(self, "_memo", None)
+        if key is not None and memo is not None and memo[0] is value and memo[1] == key and memo[2]._version == memo[3]:
+            return memo[2]
+        result = self._log_prob(value)
+        if key is not None:
+            self._memo = (value, key, result, result._version)
+        return result
+
+    def _memo_key(self, value: torch.Tensor) -> tuple[int, ...] | None:
+        """The versions of the value and of the parameters (any in-place change is a new
+        value), or ``None`` where nothing may be kept (under autograd, in inference mode)."""
+        tensors = (value, *self._memo_parameters())
+        if torch.is_grad_enabled() or torch.is_inference_mode_enabled() or any(t.is_inference() for t in tensors):
+            return None
+        return tuple(t._version for t in tensors)

@@ -1,0 +1,78 @@
+"""The comparison's scorer with a fitted mixture prior: each draw's prior density computed once."""
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+
+from pyro_mapa.evaluation import importance_log_likelihood
+from pyro_mapa.evaluation.mixtures import GaussianMixture
+from pyro_mapa.experiments.scoring import ModelScorer, continuous_model
+from pyro_mapa.models import NormalLikelihood
+
+
+@pytest.mark.parametrize("kind", ["laplace", "encoder"])
+def test_a_mixture_prior_is_scored_once_per_draw_and_as_torch_scores_it(float64, kind, monkeypatch):
+    """A 3-component GMM prior (torch's ``MixtureSameFamily``, as ``fit_prior`` returns it): the
+    scorer's estimate equals, draw for draw (same seed, same proposal), the one whose model scores
+    the prior with torch's own density; and the prior's density is computed once per chunk of
+    draws (the model and the proposal's defensive component share it), not twice."""
+    g = torch.Generator().manual_seed(0)
+    decoder = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 6)).double()
+    prior = dist.MixtureSameFamily(
+        dist.Categorical(logits=torch.randn(3, generator=g)),
+        dist.MultivariateNormal(2 * torch.randn(3, 2, generator=g), scale_tril=torch.eye(2) * 0.7),
+    )
+    likelihood = NormalLikelihood(0.3)
+    train = decoder(prior.sample((200,))).detach() + 0.3 * torch.randn(200, 6, generator=g)
+    scorer = ModelScorer(kind, decoder, likelihood, train, latent_dim=2, hidden=8, fit_steps=20)
+    scorer.update(prior, codes=prior.sample((200,)))
+    x = train[:20]
+
+    computed = {"calls": 0}
+    for cls in (GaussianMixture, torch.distributions.MixtureSameFamily):
+        original = cls._log_prob if cls is GaussianMixture else cls.log_prob
+
+        def counted(self, value, original=original, cls=cls):
+            # the prior's (the Laplace proposal's anchors, also fast mixtures, have a batch shape; torch's
+            # mixture is the reference model's prior, expanded to the plate)
+            computed["calls"] += cls is not GaussianMixture or not self.batch_shape
+            return original(self, value)
+
+        monkeypatch.setattr(cls, "_log_prob" if cls is GaussianMixture else "log_prob", counted)
+    pyro.set_rng_seed(1)
+    ours = scorer(x, num_particles=400)  # two chunks of 200 draws
+    assert computed["calls"] == 2
+    pyro.set_rng_seed(1)
+    reference = importance_log_likelihood(
+        continuous_model(decoder, prior, likelihood), scorer.proposal, x, num_particles=400, chunk_size=200,
+        max_plate_nesting=1,
+    )
+    assert computed["calls"] == 2 + 4  # torch's model density, and the proposal's defensive one, per chunk
+    assert torch.allclose(ours.value, reference.value, atol=1e-10, rtol=0)
+
+
+def test_the_fast_mixture_keeps_the_last_density_only_for_the_same_unchanged_tensor(float64):
+    g = torch.Generator().manual_seed(2)
+    loc = torch.randn(4, 3, generator=g)
+    reference = dist.MixtureSameFamily(dist.Categorical(logits=torch.zeros(4)), dist.MultivariateNormal(loc, torch.eye(3)))
+    mixture = GaussianMixture(reference.mixture_distribution, reference.component_distribution)
+    z = torch.randn(5, 3, generator=g)
+    with torch.no_grad():
+        first = mixture.log_prob(z)
+        assert mixture.log_prob(z) is first
+        z.add_(1.0)  # changed in place: computed again
+        assert torch.allclose(mixture.log_prob(z), reference.log_prob(z), atol=1e-12)
+        loc.mul_(2.0)  # the parameters changed in place
+        assert torch.allclose(mixture.log_prob(z), reference.log_prob(z), atol=1e-12)
+    z.requires_grad_(True)
+    assert mixture.log_prob(z).grad_fn is not None  # under autograd nothing is kept
+
+    def model():
+        with pyro.plate("data", 5):
+            return pyro.sample("z", mixture)
+
+    trace = pyro.poutine.trace(model).get_trace()
+    trace.compute_log_prob()
+    value = trace.nodes["z"]["value"]
+    assert value.shape == (5, 3) and torch.allclose(trace.nodes["z"]["log_prob"], reference.log_prob(value))

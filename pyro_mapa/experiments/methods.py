@@ -296,12 +296,10 @@ def parse_method(name: str) -> Method:
         raise ValueError(f"method {name!r}: only mapa-K-S, smoothed-mapa-K-S and exact take options after '@'")
     settings = {}
     for option in options.split(","):
-        sampled = method_class is not Exact  # exact enumeration has no proposal and no minibatch groups
         if option.startswith(("gmm", "gaussian", "flow")):
             key = "prior"
-        else:
-            key = {"d": "defensive", "g": "group_size"}.get(option[:1]) if sampled else None
-            key = key or "kernel"
+        else:  # exact enumeration refuses a share or groups itself, by name
+            key = {"d": "defensive", "g": "group_size"}.get(option[:1], "kernel")
         if key in settings:
             raise ValueError(f"method {name!r}: {option!r} repeats an option "
                              "(one kernel, one d<share>, one g<size>, one prior)")

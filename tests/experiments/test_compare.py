@@ -331,7 +331,7 @@ def test_mapa_names_its_cache_kernel(split):
         parse_method("mapa-1-10@dx")
     with pytest.raises(ValueError, match="repeats an option"):
         parse_method("mapa-1-10@p10,p20")
-    with pytest.raises(ValueError, match="unknown kernel 'd0.5'"):  # exact draws no samples: no share
+    with pytest.raises(ValueError, match="no proposal share"):  # exact draws no samples
         parse_method("exact@d0.5")
     assert parse_method("mapa-1-10@d0.1234567").defensive == 0.1234567
     with pytest.raises(ValueError, match="unknown kernel 'q5'"):
@@ -349,7 +349,7 @@ def test_mapa_draws_neighbourhood_batches_that_share_codes():
         parse_method("mapa-1-10@gx")
     with pytest.raises(ValueError, match="at least 1, got g0"):
         parse_method("mapa-1-10@g0")
-    with pytest.raises(ValueError, match="unknown kernel 'g5'"):  # exact draws no minibatch groups
+    with pytest.raises(ValueError, match=r"no minibatch groups \(g\), got d0.1, g5"):
         parse_method("exact@g5")
     with pytest.raises(ValueError, match="no minibatch groups"):
         Exact(group_size=5)

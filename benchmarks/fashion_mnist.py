@@ -2,7 +2,11 @@
 
 Every (method, seed) at a budget is one part, saved as its own JSON file under
 ``--out/budget<B>/`` as soon as it ends (written atomically); a part whose file exists is
-skipped, so a campaign that outlasts a session resumes where it stopped. ``report`` reads
+skipped, so a campaign that outlasts a session resumes where it stopped. Within a part, the
+trained half (the best checkpoint, the curve) is saved as ``<part>.trained.pt`` before the final
+score (``train_and_score(trained_path=...)``): a part stopped during its score resumes there
+(an Exemplar VAE part is about an hour of each); it is removed once the part is written (a
+part run again after a change of code trains again). ``report`` reads
 the parts of a budget and prints the comparison's table (medians, spreads, phase timings)
 and writes the curves as a plot.
 
@@ -27,12 +31,12 @@ import json
 import os
 import platform
 import subprocess
-import tempfile
 from dataclasses import asdict, fields
 from pathlib import Path
 
 import torch
 
+from pyro_mapa._files import atomic_file
 from pyro_mapa.experiments import (
     RunResult,
     load_split,
@@ -48,13 +52,6 @@ DEFAULT_OUT = Path(__file__).parent / "results" / "fashion-mnist"
 DEFAULT_LR = 1e-3
 METHODS = ["vae", "mapa-1-10", "mapa-1-10@gmm100", "iwae-5", "mapa-5-10", "exact", "autodelta", "iwae-50", "mapa-1-50", "mapa-5-50",
            "mapa-1-10@p10", "mapa-1-10@d0.99", "iwae-dreg-50", "vampprior-500", "exemplar"]
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def _commit() -> str:
@@ -77,7 +74,7 @@ def run(args) -> None:
         for method in args.methods:
             name = method + (f"-lr{args.lr:g}" if args.lr != DEFAULT_LR else "") + (
                 f"-warmup{args.kl_warmup}" if args.kl_warmup else "")
-            path = folder / f"{name}-seed{seed}.json"
+            path, trained = folder / f"{name}-seed{seed}.json", folder / f"{name}-seed{seed}.trained.pt"
             if path.exists():
                 print(f"{path.name}: done before, skipped", flush=True)
                 continue
@@ -86,6 +83,7 @@ def run(args) -> None:
                 num_checkpoints=args.checkpoints, eval_particles=args.eval_particles, checkpoint_test=False,
                 test_particles=args.test_particles, max_test_particles=args.test_particles, progress=not args.quiet,
                 scorer=args.scorer, scorer_fit_steps=args.scorer_fit_steps, kl_warmup=args.kl_warmup,
+                trained_path=trained,
             )
             record = {
                 "result": asdict(result), "split": split.describe(), "split_notes": split.notes,
@@ -94,7 +92,9 @@ def run(args) -> None:
                            f"{torch.get_num_threads()} threads",
                 "date": datetime.date.today().isoformat(), "commit": commit,
             }
-            _write_atomically(path, json.dumps(record, indent=1))
+            with atomic_file(path, "w") as f:  # whole or not at all
+                f.write(json.dumps(record, indent=1))
+            trained.unlink()
             print(f"{path.name}: test LL {result.test_ll:.2f} (se {result.test_point_se:.2f}), "
                   f"train {result.train_seconds:.0f} s, score {result.score_seconds:.0f} s", flush=True)
 

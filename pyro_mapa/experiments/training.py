@@ -21,6 +21,7 @@ as it takes to be stable to 0.01 nats (:func:`~pyro_mapa.evaluation.stable_log_l
 from __future__ import annotations
 
 import math
+import os
 import time
 import warnings
 from contextlib import ExitStack, nullcontext
@@ -47,6 +48,7 @@ from ..models.counting import PassCounter
 from .methods import Method, build_method, parse_method
 from .scoring import ModelScorer
 from .split import Split
+from .trained_run import load_trained_run, save_trained_run
 from .warmup import KLWarmup
 
 __all__ = ["GRID_POINTS", "RunResult", "restore_params", "snapshot_params", "train_and_score"]
@@ -124,6 +126,7 @@ def train_and_score(
     kl_warmup: int = 0,
     progress: bool | None = False,
     inspect: Callable[[torch.nn.Module, dist.Distribution, torch.Tensor], None] | None = None,
+    trained_path: str | os.PathLike | None = None,
 ) -> RunResult:
     """Train ``method`` for ``budget`` decoder passes and score it (see the module docstring).
 
@@ -152,6 +155,11 @@ def train_and_score(
     :param inspect: called once at the end with the best checkpoint's decoder, its
         continuous prior and its training codes, for whoever wants to score it otherwise
         (benchmarks/estimator_stability.py, benchmarks/prior_family.py).
+    :param trained_path: a file for the trained half of the run
+        (:mod:`~pyro_mapa.experiments.trained_run`): written after the last checkpoint, before
+        the final score; where it exists already (an interrupted run's), training is skipped
+        and its best checkpoint scored, with the same result an uninterrupted run gives. A file
+        from a run with other settings or data is refused by name.
     """
     method = parse_method(method) if isinstance(method, str) else method
     for name, count in [("budget", budget), ("batch_size", batch_size), ("num_checkpoints", num_checkpoints),
@@ -171,15 +179,6 @@ def train_and_score(
     setup = build_method(method, split, decoder, code_init)
     result = RunResult(method=method.label, seed=seed, lr=lr, kl_warmup=kl_warmup,
                        setup_seconds=time.perf_counter() - clock)
-    model, guide, loss, encoder, batches = setup
-    warmup = None
-    if kl_warmup:
-        warmup = KLWarmup(kl_warmup)
-        model, guide = warmup(model), warmup(guide)
-    decoder_passes = PassCounter(decoder)  # attached after every guide's set-up: only training passes count
-    encoder_passes = PassCounter(encoder) if encoder is not None else None
-    num_points = len(train)
-    svi = SVI(model, guide, Adam({"lr": lr}), loss=loss)
     score = ModelScorer(scorer, decoder, likelihood, train, d, split.hidden, scorer_fit_steps, 3 * scorer_fit_steps)
 
     def current_prior() -> tuple[dist.Distribution, torch.Tensor]:
@@ -187,9 +186,77 @@ def train_and_score(
         codes = method.train_codes(setup, train)
         return method.continuous_prior(setup, codes, seed), codes
 
+    settings = dict(method=method.label, seed=seed, budget=budget, batch_size=batch_size, lr=lr, code_init=code_init,
+                    num_checkpoints=num_checkpoints, eval_particles=eval_particles, checkpoint_test=checkpoint_test,
+                    scorer=scorer, scorer_fit_steps=scorer_fit_steps, kl_warmup=kl_warmup)
+    if trained_path is not None and os.path.exists(trained_path):
+        saved, best_state = load_trained_run(trained_path, train, settings)
+        result = RunResult(**saved)
+        _register_params(setup, train, batch_size)
+    else:
+        best_state = _train_with_checkpoints(
+            setup, decoder, split, result, score, current_prior, budget=budget, batch_size=batch_size, lr=lr,
+            num_checkpoints=num_checkpoints, eval_particles=eval_particles, checkpoint_test=checkpoint_test,
+            kl_warmup=kl_warmup, progress=progress,
+        )
+        if trained_path is not None:
+            save_trained_run(trained_path, train, settings, result, best_state)
+    restore_params(best_state)
+    clock = time.perf_counter()
+    with torch.no_grad():  # the best-validation checkpoint, scored once, until stable
+        prior, codes = current_prior()
+        with torch.random.fork_rng():  # as at the checkpoints: the scorer's draws are its own
+            score.update(prior, codes, final=True)
+        with warnings.catch_warnings():  # a poor k-hat is reported in the result and the table instead
+            warnings.simplefilter("ignore", UserWarning)
+            final, result.test_particles, result.test_converged = stable_log_likelihood(
+                lambda p: score(split.test, p, k_hat=True), test_particles, max_test_particles
+            )
+        result.test_ll = final.value.mean().item()
+        result.test_se = (final.stderr.square().mean() / len(split.test)).sqrt().item()
+        result.test_point_se = (final.value.std() / len(split.test) ** 0.5).item() if len(split.test) > 1 else 0.0
+        result.test_ess, result.test_k_hat = final.ess.median().item(), final.k_hat.median().item()
+        if method.empirical:
+            result.empirical_test_ll = empirical_log_likelihood(decoder, codes, split.test, likelihood).mean().item()
+        if d <= 2:
+            low, high = codes.min().item() - 4.0, codes.max().item() + 4.0
+            grid = grid_log_likelihood(decoder, prior, likelihood, split.test, low, high, GRID_POINTS[d])
+            result.grid_test_ll = grid.mean().item()
+        if inspect is not None:
+            inspect(decoder, prior, codes)
+    result.score_seconds = time.perf_counter() - clock
+    return result
+
+
+def _register_params(setup, train: torch.Tensor, batch_size: int) -> None:
+    """Evaluate the loss once on a batch, so that every module and param the model and guide
+    declare is in Pyro's param store, as after a first training step (``pyro.module`` registers
+    a network at its first call); torch's generator is left as it was."""
+    idx = torch.arange(min(batch_size, len(train)))
+    with torch.no_grad(), torch.random.fork_rng():
+        setup.loss.loss(setup.model, setup.guide, train[idx], idx)
+
+
+def _train_with_checkpoints(
+    setup, decoder: torch.nn.Module, split: Split, result: RunResult, score: ModelScorer,
+    current_prior: Callable[[], tuple[dist.Distribution, torch.Tensor]], *, budget: int, batch_size: int, lr: float,
+    num_checkpoints: int, eval_particles: int, checkpoint_test: bool, kl_warmup: int, progress: bool | None,
+) -> dict[str, torch.Tensor]:
+    """Train ``setup`` (around ``decoder``) for ``budget`` decoder passes as :func:`train_and_score`
+    says, scoring its checkpoints with ``score``; fills ``result``'s curve, steps and timings and
+    returns the best-validation checkpoint's parameters (:func:`snapshot_params`)."""
+    model, guide, loss, encoder, batches = setup
+    warmup = None
+    if kl_warmup:
+        warmup = KLWarmup(kl_warmup)
+        model, guide = warmup(model), warmup(guide)
+    decoder_passes = PassCounter(decoder)  # attached after every guide's set-up: only training passes count
+    encoder_passes = PassCounter(encoder) if encoder is not None else None
+    train, num_points = split.train, len(split.train)
+    svi = SVI(model, guide, Adam({"lr": lr}), loss=loss)
     best_state = {}
     next_checkpoint, elapsed = budget / num_checkpoints, 0.0
-    bar = progress_bar(total=budget, progress=progress, desc=f"{method.label} seed {seed}", unit="pass", leave=False)
+    bar = progress_bar(total=budget, progress=progress, desc=f"{result.method} seed {result.seed}", unit="pass", leave=False)
     while decoder_passes.count < budget:
         if batches is None:
             idx, weights = torch.randint(0, num_points, (batch_size,)), None
@@ -222,35 +289,11 @@ def train_and_score(
             result.curve.append((passes, val_ll, test_ll))
     bar.close()
     result.total_passes, result.train_seconds = decoder_passes.count, elapsed
+    result.decoder_per_point_step = result.total_passes / (result.steps * batch_size)
+    result.encoder_per_point_step = (encoder_passes.count if encoder_passes else 0) / (result.steps * batch_size)
     decoder_passes.remove()
     if encoder_passes is not None:
         encoder_passes.remove()
     if not best_state:
-        raise ValueError(f"{method.label}: no checkpoint had a finite validation log-likelihood (did training diverge?)")
-    restore_params(best_state)
-    clock = time.perf_counter()
-    with torch.no_grad():  # the best-validation checkpoint, scored once, until stable
-        prior, codes = current_prior()
-        with torch.random.fork_rng():  # as at the checkpoints: the scorer's draws are its own
-            score.update(prior, codes, final=True)
-        with warnings.catch_warnings():  # a poor k-hat is reported in the result and the table instead
-            warnings.simplefilter("ignore", UserWarning)
-            final, result.test_particles, result.test_converged = stable_log_likelihood(
-                lambda p: score(split.test, p, k_hat=True), test_particles, max_test_particles
-            )
-        result.test_ll = final.value.mean().item()
-        result.test_se = (final.stderr.square().mean() / len(split.test)).sqrt().item()
-        result.test_point_se = (final.value.std() / len(split.test) ** 0.5).item() if len(split.test) > 1 else 0.0
-        result.test_ess, result.test_k_hat = final.ess.median().item(), final.k_hat.median().item()
-        if method.empirical:
-            result.empirical_test_ll = empirical_log_likelihood(decoder, codes, split.test, likelihood).mean().item()
-        if d <= 2:
-            low, high = codes.min().item() - 4.0, codes.max().item() + 4.0
-            grid = grid_log_likelihood(decoder, prior, likelihood, split.test, low, high, GRID_POINTS[d])
-            result.grid_test_ll = grid.mean().item()
-        if inspect is not None:
-            inspect(decoder, prior, codes)
-    result.score_seconds = time.perf_counter() - clock
-    result.decoder_per_point_step = result.total_passes / (result.steps * batch_size)
-    result.encoder_per_point_step = (encoder_passes.count if encoder_passes else 0) / (result.steps * batch_size)
-    return result
+        raise ValueError(f"{result.method}: no checkpoint had a finite validation log-likelihood (did training diverge?)")
+    return best_state

@@ -78,6 +78,7 @@ def run(args) -> None:
             if path.exists():
                 print(f"{path.name}: done before, skipped", flush=True)
                 continue
+            resumed = trained.exists()  # an interrupted part's trained half: only the score runs here
             result = train_and_score(
                 method, split, seed, args.budget, lr=args.lr, batch_size=args.batch_size,
                 num_checkpoints=args.checkpoints, eval_particles=args.eval_particles, checkpoint_test=False,
@@ -90,11 +91,11 @@ def run(args) -> None:
                 "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "func"},
                 "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
                            f"{torch.get_num_threads()} threads",
-                "date": datetime.date.today().isoformat(), "commit": commit,
+                "date": datetime.date.today().isoformat(), "commit": commit, "resumed_after_training": resumed,
             }
             with atomic_file(path, "w") as f:  # whole or not at all
                 f.write(json.dumps(record, indent=1))
-            trained.unlink()
+            trained.unlink(missing_ok=True)
             print(f"{path.name}: test LL {result.test_ll:.2f} (se {result.test_point_se:.2f}), "
                   f"train {result.train_seconds:.0f} s, score {result.score_seconds:.0f} s", flush=True)
 

@@ -5,8 +5,10 @@ defensive component is the prior, and once under the model (docs/math.md, sectio
 mixture of many components that second pass was most of a scorer's time. Without gradients,
 the last value's densities are kept and returned again for the same tensor, as long as torch's
 version counters say that neither it, the distribution's parameters nor the returned densities
-changed in place (writes through ``.data`` and fused optimizers are not counted by torch: score
-a new tensor after those).
+changed in place, nor a parameter was replaced by another tensor (writes through ``.data`` and
+fused optimizers are not counted by torch: score a new tensor after those). Both callers get the
+same tensor of densities: neither may change it in place for the other (a change is seen, and
+the next call computes afresh, but the other caller's copy is the changed one).
 """
 
 from __future__ import annotations
@@ -28,19 +30,23 @@ class RepeatedDensity:
         raise NotImplementedError
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        key = self._memo_key(value)
+        parameters = self._memo_parameters()
+        key = self._memo_key(value, parameters)
         memo = getattr(self, "_memo", None)
-        if key is not None and memo is not None and memo[0] is value and memo[1] == key and memo[2]._version == memo[3]:
-            return memo[2]
+        if (key is not None and memo is not None and memo[0] is value and len(memo[1]) == len(parameters)
+                and all(a is b for a, b in zip(memo[1], parameters)) and memo[2] == key and memo[3]._version == memo[4]):
+            return memo[3]
         result = self._log_prob(value)
         if key is not None:
-            self._memo = (value, key, result, result._version)
+            self._memo = (value, parameters, key, result, result._version)
         return result
 
-    def _memo_key(self, value: torch.Tensor) -> tuple[int, ...] | None:
+    @staticmethod
+    def _memo_key(value: torch.Tensor, parameters: tuple[torch.Tensor, ...]) -> tuple[int, ...] | None:
         """The versions of the value and of the parameters (any in-place change is a new
-        value), or ``None`` where nothing may be kept (under autograd, in inference mode)."""
-        tensors = (value, *self._memo_parameters())
+        value; a parameter replaced by another tensor is told by identity), or ``None`` where
+        nothing may be kept (under autograd, in inference mode)."""
+        tensors = (value, *parameters)
         if torch.is_grad_enabled() or torch.is_inference_mode_enabled() or any(t.is_inference() for t in tensors):
             return None
         return tuple(t._version for t in tensors)

@@ -57,7 +57,8 @@ class GaussianMixture(RepeatedDensity, dist.MixtureSameFamily):
         super().__init__(mixture, components, validate_args=False)
         if whitener is None:
             tril = components.scale_tril
-            whitener = torch.linalg.solve_triangular(tril, torch.eye(tril.shape[-1], dtype=tril.dtype), upper=False)
+            eye = torch.eye(tril.shape[-1], dtype=tril.dtype, device=tril.device)
+            whitener = torch.linalg.solve_triangular(tril, eye, upper=False)
         self.whitener = whitener
 
     def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
@@ -84,8 +85,10 @@ class GaussianMixture(RepeatedDensity, dist.MixtureSameFamily):
         return self.mixture_distribution.logits, self.component_distribution.loc, self.whitener
 
     def _log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        normal, batch = self.component_distribution, self.batch_shape
-        d, num_components = normal.event_shape[0], normal.batch_shape[-1]
+        normal, d = self.component_distribution, self.event_shape[0]
+        num_components = normal.batch_shape[-1]
+        # the value's batch dimensions broadcast against the mixture's (an expanded size-1 batch)
+        batch = torch.broadcast_shapes(self.batch_shape, value.shape[max(0, value.dim() - 1 - len(self.batch_shape)):-1])
         lead = value.shape[: value.dim() - 1 - len(batch)]
         num_vectors, num_elements = lead.numel(), batch.numel()
         vectors = value.expand(lead + batch + (d,)).reshape(num_vectors, num_elements, d).permute(1, 2, 0)

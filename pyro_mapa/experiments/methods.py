@@ -240,9 +240,11 @@ class Exact(MAPA):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.group_size != 1 or self.defensive != DEFAULT_DEFENSIVE:
+        given = [f"d{self.defensive:g}"] * (self.defensive != DEFAULT_DEFENSIVE) + [f"g{self.group_size}"] * (
+            self.group_size != 1)
+        if given:
             raise ValueError(f"{self.kind}: it sums over all N indices: no proposal share (d) and no minibatch "
-                             f"groups (g), got d{self.defensive:g}, g{self.group_size}")
+                             f"groups (g), got {', '.join(given)}")
 
     @property
     def label(self) -> str:

@@ -171,6 +171,9 @@ def train_and_score(
     if kl_warmup and not method.warms_up:  # named before any cache is built
         raise ValueError(f"kl_warmup applies to the ELBO-trained encoder methods (vae, vampprior, exemplar), "
                          f"not {method.label}")
+    if trained_path is not None and not os.path.isdir(os.path.dirname(os.path.abspath(trained_path))):
+        raise ValueError(f"trained_path {str(trained_path)!r}: its folder does not exist (checked before training, "
+                         "so that a trained run is not lost to a failed save)")
     pyro.set_rng_seed(seed)
     pyro.clear_param_store()
     train, likelihood, d = split.train, split.likelihood, split.latent_dim
@@ -186,11 +189,12 @@ def train_and_score(
         codes = method.train_codes(setup, train)
         return method.continuous_prior(setup, codes, seed), codes
 
-    settings = dict(method=method.label, seed=seed, budget=budget, batch_size=batch_size, lr=lr, code_init=code_init,
+    settings = dict(split=split.describe(), method=method.label, seed=seed, budget=budget, batch_size=batch_size, lr=lr,
+                    code_init=code_init,
                     num_checkpoints=num_checkpoints, eval_particles=eval_particles, checkpoint_test=checkpoint_test,
                     scorer=scorer, scorer_fit_steps=scorer_fit_steps, kl_warmup=kl_warmup)
     if trained_path is not None and os.path.exists(trained_path):
-        saved, best_state = load_trained_run(trained_path, train, settings)
+        saved, best_state = load_trained_run(trained_path, split, settings)
         result = RunResult(**saved)
         _register_params(setup, train, batch_size)
     else:
@@ -200,7 +204,7 @@ def train_and_score(
             kl_warmup=kl_warmup, progress=progress,
         )
         if trained_path is not None:
-            save_trained_run(trained_path, train, settings, result, best_state)
+            save_trained_run(trained_path, split, settings, result, best_state)
     restore_params(best_state)
     clock = time.perf_counter()
     with torch.no_grad():  # the best-validation checkpoint, scored once, until stable

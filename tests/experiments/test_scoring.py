@@ -65,6 +65,9 @@ def test_the_fast_mixture_keeps_the_last_density_only_for_the_same_unchanged_ten
         assert torch.allclose(mixture.log_prob(z), reference.log_prob(z), atol=1e-12)
         loc.mul_(2.0)  # the parameters changed in place
         assert torch.allclose(mixture.log_prob(z), reference.log_prob(z), atol=1e-12)
+        kept = mixture.log_prob(z)
+        mixture.whitener = mixture.whitener / 2  # a parameter replaced by a new tensor (version 0 again)
+        assert not torch.allclose(mixture.log_prob(z), kept)
     z.requires_grad_(True)
     assert mixture.log_prob(z).grad_fn is not None  # under autograd nothing is kept
 
@@ -72,7 +75,10 @@ def test_the_fast_mixture_keeps_the_last_density_only_for_the_same_unchanged_ten
         with pyro.plate("data", 5):
             return pyro.sample("z", mixture)
 
+    mixture = GaussianMixture(reference.mixture_distribution, reference.component_distribution)
     trace = pyro.poutine.trace(model).get_trace()
     trace.compute_log_prob()
     value = trace.nodes["z"]["value"]
     assert value.shape == (5, 3) and torch.allclose(trace.nodes["z"]["log_prob"], reference.log_prob(value))
+    single = GaussianMixture(dist.Categorical(logits=torch.zeros(1, 4)), dist.MultivariateNormal(loc[None], torch.eye(3)))
+    assert torch.allclose(single.expand((5,)).log_prob(value), reference.log_prob(value))  # a size-1 batch, expanded

@@ -1,6 +1,6 @@
 """A run's trained half saved before its final score: resumed, it scores as an uninterrupted run."""
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import pytest
 
@@ -49,8 +49,15 @@ def test_a_file_from_another_run_or_a_damaged_one_is_refused_by_name(split, tmp_
     with pytest.raises(ValueError, match=r"method: saved 'vae', this run 'iwae-5'; seed: saved 0, this run 1"):
         train_and_score("iwae-5", split, 1, 2000, trained_path=path, **SETTINGS)
     other = load_split("absolute-value", num_train=200, seed=1)
-    with pytest.raises(ValueError, match="saved by a run on other training data"):
+    with pytest.raises(ValueError, match="saved by a run on other training, validation or test points"):
         train_and_score("vae", other, 0, 2000, trained_path=path, **SETTINGS)
+    with pytest.raises(ValueError, match="other training, validation or test points"):  # the best checkpoint's choice
+        train_and_score("vae", replace(split, val=split.val[:50]), 0, 2000, trained_path=path, **SETTINGS)
+    wider = load_split("absolute-value", num_train=200, seed=0, hidden=7)
+    with pytest.raises(ValueError, match=r"split: saved '.*hidden 50 x 2', this run '.*hidden 7 x 2'"):
+        train_and_score("vae", wider, 0, 2000, trained_path=path, **SETTINGS)
+    with pytest.raises(ValueError, match="its folder does not exist"):
+        train_and_score("vae", split, 0, 2000, trained_path=tmp_path / "missing" / "trained.pt", **SETTINGS)
     assert path.read_bytes() == before  # nothing refused was written over the file
     path.write_bytes(before[: len(before) // 2])
     with pytest.raises(ValueError, match="not a readable saved trained run"):

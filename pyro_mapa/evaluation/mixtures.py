@@ -42,9 +42,10 @@ class GaussianMixture(RepeatedDensity, dist.MixtureSameFamily):
     """torch's mixture of ``K`` multivariate normals per batch element, sampled and scored
     the fast way. torch draws from all ``K`` components and then picks one (``K`` times the
     work), and scores with one small triangular solve per (sample, element, component); here
-    each draw comes from its own component only, and the density whitens all the samples of a
-    component at once, ``L^{-1} (x - mu)`` as one matrix product (at ``d = 40`` these were
-    most of the scorer's time). The density is the same; a second call on the same unchanged
+    each draw comes from its own component only, and the density whitens the draws,
+    ``L^{-1} (x - mu)``, by matrix products: for a mixture shared by all draws (a prior), all
+    components' whitening of a chunk of draws is one product (at ``d = 40`` the solves were most
+    of the scorer's time). The density is the same; a second call on the same unchanged
     draws returns the first's densities (:class:`pyro_mapa._memo.RepeatedDensity`: the model
     and its proposal's defensive component share this prior)."""
 
@@ -91,15 +92,38 @@ class GaussianMixture(RepeatedDensity, dist.MixtureSameFamily):
         batch = torch.broadcast_shapes(self.batch_shape, value.shape[max(0, value.dim() - 1 - len(self.batch_shape)):-1])
         lead = value.shape[: value.dim() - 1 - len(batch)]
         num_vectors, num_elements = lead.numel(), batch.numel()
+        log_weights = torch.log_softmax(self.mixture_distribution.logits, -1).expand(batch + (num_components,))
+        half_log_det = -self.whitener.diagonal(dim1=-2, dim2=-1).abs().log().sum(-1)  # log |Sigma|^(1/2), per component
+        bias = (log_weights - half_log_det.expand(batch + (num_components,))).reshape(num_elements, num_components)
+        bias = bias - 0.5 * d * math.log(2 * math.pi)
+        if num_elements == 1:
+            return self._shared_log_prob(value.expand(lead + batch + (d,)).reshape(num_vectors, d), bias[0]).reshape(
+                lead + batch)
         vectors = value.expand(lead + batch + (d,)).reshape(num_vectors, num_elements, d).permute(1, 2, 0)
         loc = normal.loc.expand(batch + (num_components, d)).reshape(num_elements, num_components, d, 1)
         whitener = self.whitener.expand(batch + (num_components, d, d)).reshape(num_elements, num_components, d, d)
         mahalanobis = (whitener @ (vectors.unsqueeze(1) - loc)).pow(2).sum(-2)  # (elements, K, vectors)
-        half_log_det = -whitener.diagonal(dim1=-2, dim2=-1).abs().log().sum(-1, keepdim=True)  # log |Sigma|^(1/2)
-        log_weights = torch.log_softmax(self.mixture_distribution.logits, -1).expand(batch + (num_components,))
-        log_prob = -0.5 * mahalanobis - half_log_det - 0.5 * d * math.log(2 * math.pi)
-        log_prob = (log_prob + log_weights.reshape(num_elements, num_components, 1)).logsumexp(1)
+        log_prob = (-0.5 * mahalanobis + bias.unsqueeze(-1)).logsumexp(1)
         return log_prob.T.reshape(lead + batch)
+
+    def _shared_log_prob(self, vectors: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """One mixture for all ``vectors`` (a prior): ``W_k (z - mu_k) = W_k (z - c) - W_k (mu_k - c)``
+        for all ``K`` components as one matrix product per chunk of draws, about 2^21 entries of
+        ``(draws, K, d)`` at once (whitening each component's draws apart held ``K x d x draws``
+        entries at once: 1 GB at a scorer's chunk, several times slower). The centre ``c``, the
+        components' mean, keeps the subtraction from cancelling where the draws lie far from 0."""
+        normal = self.component_distribution
+        num_components, d = normal.loc.shape[-2:]
+        centre = normal.loc.reshape(num_components, d).mean(0)
+        whitener = self.whitener.reshape(num_components, d, d)
+        shift = (whitener @ (normal.loc.reshape(num_components, d) - centre).unsqueeze(-1)).reshape(num_components, d)
+        rows = max(1, 2**21 // (num_components * d))
+        pieces = [
+            (-0.5 * ((chunk - centre) @ whitener.reshape(num_components * d, d).T).reshape(len(chunk), num_components, d)
+             .sub(shift).square().sum(-1) + bias).logsumexp(-1)
+            for chunk in vectors.split(rows)
+        ]
+        return torch.cat(pieces) if pieces else vectors.new_zeros(0)
 
 
 def fast_prior(prior: dist.Distribution) -> dist.Distribution:

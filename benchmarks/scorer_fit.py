@@ -71,7 +71,8 @@ def main() -> None:
                     change = ll.value - first
                     row = dict(method=method, seed=args.seed, fit_steps=steps, test_ll=ll.value.mean().item(),
                                change=change.mean().item(), change_se=(change.std() / len(test) ** 0.5).item(),
-                               ess=ll.ess.median().item(), k_hat=ll.k_hat.median().item())
+                               ess=ll.ess.median().item(), k_hat=ll.k_hat.median().item(),
+                               values=ll.value.tolist())  # each image's, for paired differences between methods
                     rows.append(row)
                     print(f"| {method} | {args.seed} | {steps:,} | {row['test_ll']:.2f} | {row['change']:+.2f} "
                           f"({row['change_se']:.2f}) | {row['ess']:.0f} | {row['k_hat']:.2f} |", flush=True)

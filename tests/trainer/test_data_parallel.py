@@ -52,6 +52,7 @@ def _rank_main(rank: int, init_file: str, out: str, code_gradients: str, sparse:
             step(data_set()[idx], idx)
             torch.save({"idx": idx, "state": state(loss), "sent": step.code_bytes_sent,
                         "sparse": loss.model.codes.grad.is_sparse}, f"{out}.{rank}")
+        dist.barrier()  # both ranks done with every collective before either tears gloo down (once a rank aborted)
     finally:
         dist.destroy_process_group()
 

@@ -19,15 +19,10 @@ __all__ = ["RepeatedDensity"]
 
 
 class RepeatedDensity:
-    """Mixin for a distribution whose :meth:`_log_prob` is costly: :meth:`log_prob` returns the
-    last result again for the same unchanged value. A subclass names its parameters in
-    :meth:`_memo_parameters`."""
-
-    def _log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def _memo_parameters(self) -> tuple[torch.Tensor, ...]:
-        raise NotImplementedError
+    """Mixin for a distribution whose density is costly: :meth:`log_prob` returns the last result
+    again for the same unchanged value. The distribution defines ``_log_prob(value)``, the density
+    itself, and ``_memo_parameters()``, the tensors it depends on (``ExemplarMixture``,
+    ``GaussianMixture``)."""
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         parameters = self._memo_parameters()

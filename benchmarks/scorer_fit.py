@@ -15,6 +15,10 @@ time. Printed per fit: the mean test log-likelihood, its change from the first f
 the paired standard error, the median ESS and k-hat; saved to ``--out`` as it goes.
 
     python benchmarks/scorer_fit.py --methods mapa-1-10@gmm100 vae --seed 0 --fit-steps 3000 15000
+
+``--report`` runs nothing: from the saved results it prints, per seed and fit, the first
+method's estimate minus each other's, image by image (the same test images), with the paired
+standard error, and the median over seeds.
 """
 
 from __future__ import annotations
@@ -43,7 +47,12 @@ def main() -> None:
     parser.add_argument("--num-score", type=int, default=500, help="test images scored (the first ones)")
     parser.add_argument("--test-particles", type=int, default=5000)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--report", action="store_true",
+                        help="print the paired differences between --methods from saved results, run nothing")
     args = parser.parse_args()
+    if args.report:
+        report(args.methods, args.out)
+        return
     if sorted(args.fit_steps) != args.fit_steps:
         parser.error("--fit-steps must increase")
     split = load_split("fashion-mnist", num_val=1000, num_test=2000)
@@ -82,6 +91,34 @@ def main() -> None:
 
         train_and_score(method, split, args.seed, args.budget, lr=args.lr, num_checkpoints=1, checkpoint_test=False,
                         scorer="encoder", test_particles=100, max_test_particles=100, inspect=score)
+
+
+def report(methods: list[str], folder: Path) -> None:
+    """Print ``methods[0]`` minus each other method, paired image by image, per seed and fit."""
+    import statistics
+
+    first, *others = methods
+    print(f"| {first} minus | seed | encoder fit steps | mean difference (paired se) | images |")
+    print("|---|---|---|---|---|")
+    for other in others:
+        by_steps: dict[int, list[float]] = {}
+        for path in sorted(folder.glob(f"{first}-seed*.json")):
+            seed = path.stem.rsplit("-seed", 1)[1]
+            other_path = folder / f"{other}-seed{seed}.json"
+            if not other_path.exists():
+                continue
+            theirs = {row["fit_steps"]: row for row in json.loads(other_path.read_text())["rows"]}
+            for row in json.loads(path.read_text())["rows"]:
+                match = theirs.get(row["fit_steps"])
+                if match is None or "values" not in row or "values" not in match:
+                    continue  # runs before per-image values were saved
+                difference = torch.tensor(row["values"], dtype=torch.float64) - torch.tensor(match["values"],
+                                                                                            dtype=torch.float64)
+                mean, se = difference.mean().item(), (difference.std() / len(difference) ** 0.5).item()
+                by_steps.setdefault(row["fit_steps"], []).append(mean)
+                print(f"| {other} | {seed} | {row['fit_steps']:,} | {mean:+.2f} ({se:.2f}) | {len(difference)} |")
+        for steps, means in sorted(by_steps.items()):
+            print(f"| {other} | median of {len(means)} | {steps:,} | {statistics.median(means):+.2f} | |")
 
 
 if __name__ == "__main__":

@@ -204,6 +204,8 @@ def _train(args: argparse.Namespace, out: Path, progress: bool | None) -> int:
                   f"prior {model.settings['prior_seconds']:.1f} s; training log-likelihood "
                   f"{record['train_log_likelihood']:.3f} per point")
             print(f"wrote {out / 'model.pt'}, {out / 'cache.pt'} and {out / 'train.json'}")
+        if launched:  # every rank done with every collective before gloo is torn down (a rank once aborted there)
+            dist.barrier()
     finally:
         if launched:
             dist.destroy_process_group()

@@ -16,7 +16,7 @@ from pyro.distributions import TorchDistribution, constraints
 
 from .neighbors import NeighborTable
 
-__all__ = ["MAPAIndex", "sample_uncached"]
+__all__ = ["MAPAIndex", "sample_uncached", "sample_uncached_shared"]
 
 
 def sample_uncached(index: torch.Tensor, num_points: int, num_draws: int) -> torch.Tensor:
@@ -30,6 +30,36 @@ def sample_uncached(index: torch.Tensor, num_points: int, num_draws: int) -> tor
     below = index.sort(dim=1).values - torch.arange(num_cached, device=index.device)
     rank = torch.randint(0, num_points - num_cached, (batch, num_draws), device=index.device)
     return (rank + torch.searchsorted(below, rank, right=True)).T
+
+
+def sample_uncached_shared(index: torch.Tensor, num_points: int, num_draws: int) -> torch.Tensor:
+    """Uniform draws from the indices *not* in each row of ``index``, which the rows take
+    from one shared stream of candidates, so that rows draw the same indices where their
+    caches allow.
+
+    ``index`` is ``(B, K_c)``; returns ``(num_draws, B)``. Candidates ``u_1, u_2, ...`` are
+    drawn uniformly from all ``num_points`` indices, once for the batch; row ``b``'s ``j``-th
+    draw is the ``j``-th candidate outside its cache. A candidate is uniform, and given that it
+    lies outside the row's cache it is uniform over the row's uncached indices, independently
+    of the others: each row's draws are i.i.d. uniform over its uncached indices, as
+    :func:`sample_uncached`'s are; only the rows' draws are no longer independent of one another
+    (docs/math.md, section 3). A row whose cache holds too many of the candidates gets its
+    missing draws from :func:`sample_uncached`.
+    """
+    batch, num_cached = index.shape
+    # enough candidates for every row in expectation (a share K_c / N of them is cached), and a margin
+    num_candidates = num_draws + math.ceil(num_draws * num_cached / max(num_points - num_cached, 1)) + 8
+    candidates = torch.randint(0, num_points, (num_candidates,), device=index.device)
+    cached_sorted = index.sort(dim=1).values
+    position = torch.searchsorted(cached_sorted, candidates.expand(batch, -1).contiguous())
+    cached = cached_sorted.gather(1, position.clamp_max(num_cached - 1)) == candidates
+    # each row's uncached candidates first, in stream order (a stable sort of 0 = uncached, 1 = cached)
+    order = torch.sort(cached.to(torch.uint8), dim=1, stable=True).indices[:, :num_draws]
+    draws = candidates[order]
+    missing = (~cached).sum(1, keepdim=True) <= torch.arange(num_draws, device=index.device)
+    if missing.any():
+        draws = torch.where(missing, sample_uncached(index, num_points, num_draws).T, draws)
+    return draws.T
 
 
 class MAPAIndex(TorchDistribution):

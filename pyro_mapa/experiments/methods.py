@@ -96,6 +96,9 @@ class MAPA(Method):
         comma-separated from a kernel: ``"mapa-1-10@p10,d0.99"``.
     :param group_size: minibatches of neighbourhoods of ``g`` points that share codes
         (:class:`~pyro_mapa.NeighborhoodBatches`), ``g<size>`` after the ``@``; 1: uniform batches.
+    :param shared_tail: the points of a batch draw their uncached indices from one shared stream,
+        so that they decode the same codes there (:class:`~pyro_mapa.infer.IndexProposal`);
+        ``shared`` after the ``@``.
     :param prior: the family :func:`~pyro_mapa.fit_prior` fits to the trained codes for the
         continuous model that is scored: ``"gmm<k>"`` (a ``k``-component Gaussian mixture; the
         comparison's default ``gmm10``), ``"gaussian"`` or ``"flow"``; named after the ``@`` too
@@ -108,6 +111,7 @@ class MAPA(Method):
     kernel: str = ""
     defensive: float = DEFAULT_DEFENSIVE
     group_size: int = 1
+    shared_tail: bool = False
     prior: str = DEFAULT_PRIOR
     kind = "mapa"
     empirical = True
@@ -129,6 +133,8 @@ class MAPA(Method):
             options.append(f"d{self.defensive}")
         if self.group_size != 1:
             options.append(f"g{self.group_size}")
+        if self.shared_tail:
+            options.append("shared")
         if self.prior != DEFAULT_PRIOR:
             options.append(self.prior)
         return "@" + ",".join(options) if options else ""
@@ -180,7 +186,8 @@ class MAPA(Method):
         model = empirical_model(decoder, split.likelihood, num_points, split.latent_dim, init_codes)
         kernel = self.cache_kernel(split.likelihood)
         posterior = MAPAPosterior.fit(split.train, kernel=kernel, num_cached=self.num_cached(num_points), progress=False)
-        guide = MAPAGuide(model, posterior, create_plates=data_plates(num_points), defensive=self.defensive)
+        guide = MAPAGuide(model, posterior, create_plates=data_plates(num_points), defensive=self.defensive,
+                          shared_tail=self.shared_tail)
         # a minibatch is enough (the guide holds no per-point parameters), and a trace of all N points
         # would draw the model's i ~ Categorical(N) for each: N^2 work at N = 50,000
         return TrainingSetup(model, set_up_guide(guide, split.train, num_points=100), self.bound(num_points), None,
@@ -221,7 +228,8 @@ class SmoothedMAPA(MAPA):
         model = smoothed_empirical_model(decoder, split.likelihood, num_points, split.latent_dim, init_codes)
         posterior = MAPAPosterior.fit(split.train, kernel=self.cache_kernel(split.likelihood),
                                       num_cached=self.num_cached(num_points), progress=False)
-        index_guide = MAPAGuide(model, posterior, create_plates=data_plates(num_points), defensive=self.defensive)
+        index_guide = MAPAGuide(model, posterior, create_plates=data_plates(num_points), defensive=self.defensive,
+                                shared_tail=self.shared_tail)
         guide = set_up_guide(smoothed_guide(index_guide), split.train, num_points=100)
         return TrainingSetup(model, guide, self.bound(num_points), None, self.batches(posterior))
 
@@ -241,14 +249,14 @@ class Exact(MAPA):
     def __post_init__(self):
         super().__post_init__()
         given = [f"d{self.defensive:g}"] * (self.defensive != DEFAULT_DEFENSIVE) + [f"g{self.group_size}"] * (
-            self.group_size != 1)
+            self.group_size != 1) + ["shared"] * self.shared_tail
         if given:
-            raise ValueError(f"{self.kind}: it sums over all N indices: no proposal share (d) and no minibatch "
-                             f"groups (g), got {', '.join(given)}")
+            raise ValueError(f"{self.kind}: it sums over all N indices: no proposal share (d), no minibatch "
+                             f"groups (g) and no shared draws, got {', '.join(given)}")
 
     @property
     def label(self) -> str:
-        return "exact" + self.options  # the kernel and the prior: d and g are refused above
+        return "exact" + self.options  # the kernel and the prior: d, g and shared are refused above
 
     def num_cached(self, num_points: int) -> int:
         return min(num_points, 64)
@@ -276,10 +284,10 @@ def parse_method(name: str) -> Method:
     """The method named ``"vae"``, ``"iwae-S"``, ``"iwae-dreg-S"``, ``"vampprior-K"``, ``"exemplar"``,
     ``"autonormal"``, ``"autodelta"``,
     ``"mapa-K-S"``, ``"smoothed-mapa-K-S"`` or ``"exact"``; MAPA's may name its cache's kernel, defensive
-    share, group size and prior after an ``@`` (:class:`MAPA`).
+    share, group size, shared tail draws and prior after an ``@`` (:class:`MAPA`).
 
     >>> parse_method("mapa-5-10")
-    MAPA(num_neighbors=5, num_samples=10, kernel='', defensive=0.1, group_size=1, prior='gmm10')
+    MAPA(num_neighbors=5, num_samples=10, kernel='', defensive=0.1, group_size=1, shared_tail=False, prior='gmm10')
     >>> parse_method("mapa-1-10@gmm100,p10").label
     'mapa-1-10@p10,gmm100'
     """
@@ -300,11 +308,13 @@ def parse_method(name: str) -> Method:
     for option in options.split(","):
         if option.startswith(("gmm", "gaussian", "flow")):
             key = "prior"
+        elif option == "shared":
+            key = "shared_tail"
         else:  # exact enumeration refuses a share or groups itself, by name
             key = {"d": "defensive", "g": "group_size"}.get(option[:1], "kernel")
         if key in settings:
             raise ValueError(f"method {name!r}: {option!r} repeats an option "
-                             "(one kernel, one d<share>, one g<size>, one prior)")
+                             "(one kernel, one d<share>, one g<size>, one shared, one prior)")
         if key == "defensive":
             try:
                 settings["defensive"] = float(option[1:])
@@ -314,6 +324,8 @@ def parse_method(name: str) -> Method:
             if not option[1:].isdigit():
                 raise ValueError(f"method {name!r}: bad group size {option!r} (e.g. g10)")
             settings["group_size"] = int(option[1:])
+        elif key == "shared_tail":
+            settings["shared_tail"] = True
         else:
             settings[key] = option  # the kernel or the prior: the class names a bad one
     return method_class(*numbers, **settings)

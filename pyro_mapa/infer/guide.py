@@ -42,6 +42,8 @@ class MAPAGuide(AutoGuide):
     :param index_site: the index site's name; found automatically if ``None``.
     :param defensive: least probability the proposal ``r_n`` puts on the indices
         outside the cache (:mod:`pyro_mapa.infer.proposal`).
+    :param shared_tail: the datapoints of a batch draw their uncached indices from one shared
+        stream, so that they decode the same codes there (:class:`~pyro_mapa.infer.IndexProposal`).
     :param check_data: at the first call, check that the model's observations in the
         data plate are the data the cache was built from (when their shapes agree).
 
@@ -74,6 +76,7 @@ class MAPAGuide(AutoGuide):
         create_plates: Callable | None = None,
         index_site: str | None = None,
         defensive: float = DEFAULT_DEFENSIVE,
+        shared_tail: bool = False,
         check_data: bool = True,
     ):
         if not isinstance(posterior, MAPAPosterior):
@@ -82,6 +85,7 @@ class MAPAGuide(AutoGuide):
         self.posterior = posterior
         self.index_site = index_site
         self.defensive = defensive
+        self.shared_tail = shared_tail
         self.check_data = check_data
         self._plate_name = None
 
@@ -185,7 +189,7 @@ class MAPAGuide(AutoGuide):
                 )
             # batch dims of the plate: the datapoints at the plate's dim, 1s to its right
             idx = idx.reshape((-1,) + (1,) * (-plate.dim - 1))
-            q = IndexProposal(self.posterior.index_distribution(idx), self.defensive)
+            q = IndexProposal(self.posterior.index_distribution(idx), self.defensive, self.shared_tail)
             return {self.index_site: pyro.sample(self.index_site, q)}
 
     @torch.no_grad()

@@ -27,7 +27,7 @@ import torch
 from pyro.distributions import TorchDistribution, constraints
 
 from ..cache import MAPAIndex, NeighborTable
-from ..cache.index import sample_uncached
+from ..cache.index import sample_uncached, sample_uncached_shared
 
 __all__ = ["DEFAULT_DEFENSIVE", "IndexParticles", "IndexProposal", "ParticleProposal"]
 
@@ -51,6 +51,10 @@ class IndexProposal(TorchDistribution):
     :param q: the cached index posterior of the datapoints.
     :param defensive: least probability ``r_n`` puts on the uncached indices (when there
         are cached indices outside ``A_n`` and uncached ones).
+    :param shared_tail: draw the batch's uncached indices from one shared stream
+        (:func:`~pyro_mapa.cache.index.sample_uncached_shared`): each row's draws keep their
+        distribution, so the bound and its gradient keep their expectation, and the batch's
+        rows share the codes they decode there (docs/math.md, section 3).
 
     >>> table = NeighborTable(torch.tensor([[0, 2, 3]]), torch.tensor([[-0.1, -2.5, -3.0]]), torch.tensor([-5.0]))
     >>> proposal = IndexProposal(MAPAIndex(table, num_points=6))
@@ -62,11 +66,13 @@ class IndexProposal(TorchDistribution):
     arg_constraints = {}
     has_enumerate_support = False
 
-    def __init__(self, q: MAPAIndex, defensive: float = DEFAULT_DEFENSIVE, validate_args=None):
+    def __init__(self, q: MAPAIndex, defensive: float = DEFAULT_DEFENSIVE, shared_tail: bool = False,
+                 validate_args=None):
         if not 0.0 <= defensive < 1.0:
             raise ValueError(f"defensive must lie in [0, 1), got {defensive}")
         self.q = q
         self.defensive = float(defensive)
+        self.shared_tail = bool(shared_tail)
         super().__init__(q.batch_shape, torch.Size(), validate_args=validate_args)
 
     @constraints.dependent_property(is_discrete=True, event_dim=0)
@@ -137,7 +143,7 @@ class IndexProposal(TorchDistribution):
             return index[:, :1].T.expand(num_samples, batch), log_prob.new_full((num_samples, batch), huge)
         if rest_index.shape[1] == 0:
             log_r = log_prob.new_full((num_samples, batch), -math.log(num_uncached))
-            return sample_uncached(index, num_points, num_samples), log_r
+            return self._uncached(index, torch.ones_like(log_r, dtype=torch.bool)), log_r
         log_q_rest = rest_log_prob.logsumexp(1)
         pick = torch.multinomial((rest_log_prob - log_q_rest.unsqueeze(1)).exp(), num_samples, replacement=True)
         values = rest_index.gather(1, pick).T
@@ -146,9 +152,19 @@ class IndexProposal(TorchDistribution):
             return values, log_r
         lam = self.tail_share(num_neighbors)
         from_tail = torch.rand(num_samples, batch, device=index.device) < lam
-        values = torch.where(from_tail, sample_uncached(index, num_points, num_samples), values)
+        values = torch.where(from_tail, self._uncached(index, from_tail), values)
         log_r = torch.where(from_tail, lam.log() - math.log(num_uncached), log_r + torch.log1p(-lam))
         return values, log_r
+
+    def _uncached(self, index: torch.Tensor, from_tail: torch.Tensor) -> torch.Tensor:
+        """Uniform uncached indices for the draws ``from_tail`` (``(S, B)``; the others' entries
+        are unused). Shared: a row's ``j``-th draw from the tail takes the shared stream's ``j``-th
+        index outside its cache, so the rows' tail draws coincide as far as their caches allow."""
+        num_samples, num_points = from_tail.shape[0], self.q.num_points
+        if not self.shared_tail:
+            return sample_uncached(index, num_points, num_samples)
+        rank = (from_tail.cumsum(0) - 1).clamp_min(0)  # which of the row's tail draws each one is
+        return sample_uncached_shared(index, num_points, num_samples).gather(0, rank)
 
 
 class IndexParticles(TorchDistribution):

@@ -349,7 +349,7 @@ def test_mapa_draws_neighbourhood_batches_that_share_codes():
         parse_method("mapa-1-10@gx")
     with pytest.raises(ValueError, match="at least 1, got g0"):
         parse_method("mapa-1-10@g0")
-    with pytest.raises(ValueError, match=r"no minibatch groups \(g\), got g5$"):
+    with pytest.raises(ValueError, match=r"no minibatch groups \(g\).*, got g5$"):
         parse_method("exact@g5")
     with pytest.raises(ValueError, match="no minibatch groups"):
         Exact(group_size=5)
@@ -362,6 +362,24 @@ def test_mapa_draws_neighbourhood_batches_that_share_codes():
     setup = build_method("mapa-1-10@g20", split, make_decoder(1, 2))
     idx, weights = setup.batches.sample(100)
     assert idx.shape == weights.shape == (100,) and (weights > 0).all()
+
+
+def test_mapa_shares_its_uncached_draws_across_a_batch():
+    """mapa-K-S@shared: the points of a batch take their uncached indices from one shared
+    stream (IndexProposal's shared_tail), so a step decodes fewer distinct codes per point."""
+    shared = parse_method("mapa-1-10@p10,shared")
+    assert (shared.shared_tail, shared.label) == (True, "mapa-1-10@p10,shared")
+    with pytest.raises(ValueError, match="repeats an option"):
+        parse_method("mapa-1-10@shared,shared")
+    with pytest.raises(ValueError, match="no shared draws, got shared$"):
+        parse_method("exact@shared")
+    split = load_split("absolute-value", num_train=1000, seed=0)
+    pyro.clear_param_store()
+    assert build_method("mapa-1-10@shared", split, make_decoder(1, 2)).guide.shared_tail
+    runs = {m: train_and_score(m, split, seed=0, budget=20000, num_checkpoints=1, eval_particles=10,
+                               test_particles=20, max_test_particles=20) for m in ("mapa-1-10", "mapa-1-10@shared")}
+    ratio = runs["mapa-1-10@shared"].decoder_per_point_step / runs["mapa-1-10"].decoder_per_point_step
+    assert ratio < 0.9, ratio
 
 
 def test_mapa_names_the_prior_its_codes_are_scored_with(split):

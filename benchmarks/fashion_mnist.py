@@ -50,8 +50,9 @@ DEFAULT_OUT = Path(__file__).parent / "results" / "fashion-mnist"
 #: named ``<method>-lr<rate>-seed<seed>.json`` and reported as ``<method> lr=<rate>``; parts with
 #: ``--kl-warmup W`` likewise ``<method>-warmup<W>-seed<seed>.json``, ``<method> warm-up=<W>``)
 DEFAULT_LR = 1e-3
-METHODS = ["vae", "mapa-1-10", "mapa-1-10@gmm100", "iwae-5", "mapa-5-10", "exact", "autodelta", "iwae-50", "mapa-1-50", "mapa-5-50",
-           "mapa-1-10@p10", "mapa-1-10@d0.99", "iwae-dreg-50", "vampprior-500", "exemplar"]
+METHODS = ["vae", "mapa-1-10", "mapa-1-10@gmm100", "mapa-1-10@shared", "mapa-1-10@shared,gmm100", "iwae-5",
+           "mapa-5-10", "exact", "autodelta", "iwae-50", "mapa-1-50", "mapa-5-50", "mapa-1-10@p10", "mapa-1-10@d0.99",
+           "iwae-dreg-50", "vampprior-500", "exemplar"]
 
 
 def _commit() -> str:

@@ -50,16 +50,18 @@ def sample_uncached_shared(index: torch.Tensor, num_points: int, num_draws: int)
     # enough candidates for every row in expectation (a share K_c / N of them is cached), and a margin
     num_candidates = num_draws + math.ceil(num_draws * num_cached / max(num_points - num_cached, 1)) + 8
     candidates = torch.randint(0, num_points, (num_candidates,), device=index.device)
-    cached_sorted = index.sort(dim=1).values
-    position = torch.searchsorted(cached_sorted, candidates.expand(batch, -1).contiguous())
-    cached = cached_sorted.gather(1, position.clamp_max(num_cached - 1)) == candidates
+    if num_cached:
+        cached_sorted = index.sort(dim=1).values
+        position = torch.searchsorted(cached_sorted, candidates.expand(batch, -1).contiguous())
+        cached = cached_sorted.gather(1, position.clamp_max(num_cached - 1)) == candidates
+    else:
+        cached = torch.zeros(batch, num_candidates, dtype=torch.bool, device=index.device)
     # each row's uncached candidates first, in stream order (a stable sort of 0 = uncached, 1 = cached)
     order = torch.sort(cached.to(torch.uint8), dim=1, stable=True).indices[:, :num_draws]
     draws = candidates[order]
     missing = (~cached).sum(1, keepdim=True) <= torch.arange(num_draws, device=index.device)
-    if missing.any():
-        draws = torch.where(missing, sample_uncached(index, num_points, num_draws).T, draws)
-    return draws.T
+    # drawn whether needed or not: no host sync on an accelerator to ask
+    return torch.where(missing, sample_uncached(index, num_points, num_draws).T, draws).T
 
 
 class MAPAIndex(TorchDistribution):

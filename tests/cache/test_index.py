@@ -54,17 +54,26 @@ def test_shared_uncached_draws_are_uniform_and_independent_within_a_row():
 
 
 def test_shared_uncached_draws_fall_back_when_the_stream_runs_short():
-    """A cache of 7 of 9 indices rejects most candidates: some calls' streams hold fewer than
-    the 2 draws asked for, and the fallback keeps each row uniform on its 2 uncached indices
-    and its 2 draws independent."""
+    """A cache of 7 of 9 indices rejects most candidates: about a third of the calls' streams
+    hold fewer than the 30 draws asked for, and the fallback fills the last draws. They stay
+    uniform on the row's 2 uncached indices and independent of one another (the last two
+    equal half the time), and the row draws no cached index."""
     index = torch.tensor([[0, 1, 2, 3, 4, 5, 6], [2, 3, 4, 5, 6, 7, 8]])
-    draws = torch.stack([sample_uncached_shared(index, 9, 2) for _ in range(4000)])  # (calls, 2, rows)
+    draws = torch.stack([sample_uncached_shared(index, 9, 30) for _ in range(4000)])  # (calls, 30, rows)
     for row, allowed in enumerate([[7, 8], [0, 1]]):
-        first, second = draws[:, 0, row], draws[:, 1, row]
-        assert set(torch.cat([first, second]).tolist()) == set(allowed)
+        assert set(draws[..., row].flatten().tolist()) == set(allowed)
+        last, before = draws[:, -1, row], draws[:, -2, row]
         for value in allowed:
-            assert abs((first == value).double().mean().item() - 0.5) < 0.03
-        assert abs((first == second).double().mean().item() - 0.5) < 0.03
+            assert abs((last == value).double().mean().item() - 0.5) < 0.03
+        assert abs((last == before).double().mean().item() - 0.5) < 0.03
+
+
+def test_shared_uncached_draws_without_a_cache():
+    """K_c = 0: every index is uncached, the draws are the stream itself."""
+    draws = sample_uncached_shared(torch.zeros(2, 0, dtype=torch.long), 5, 20000)
+    assert torch.equal(draws[:, 0], draws[:, 1])
+    assert torch.allclose(torch.bincount(draws[:, 0], minlength=5).double() / 20000, torch.full((5,), 0.2,
+                          dtype=torch.float64), atol=0.015)
 
 
 def test_rows_share_their_uncached_draws():

@@ -66,6 +66,23 @@ def test_each_rows_estimate_is_unbiased(shared_tail):
     assert torch.all(se < 0.02 * exact)  # the test has power
 
 
+@pytest.mark.parametrize("num_neighbors", [1, 3], ids=["K<K_c", "K=K_c"])
+def test_shared_tail_draws_are_independent_within_a_row(num_neighbors):
+    """The joint law of a row's S = 3 draws from the shared stream is r_n^3: the frequencies of
+    the 7^3 triples over 10,000 calls, within 4 standard errors (the mean of p_hat alone would
+    miss a row whose draws repeat one another)."""
+    table = random_table(batch=3, num_points=7, num_cached=3, tail=0.5)
+    q = IndexProposal(MAPAIndex(table, num_points=7), defensive=0.5, shared_tail=True)
+    calls = 10000
+    draws = torch.stack([q.index_particles(num_neighbors, 3)[0][num_neighbors:] for _ in range(calls)])
+    r = dense_r(table, 7, num_neighbors, 0.5)
+    for row in range(3):
+        triples = draws[:, 0, row] * 49 + draws[:, 1, row] * 7 + draws[:, 2, row]
+        freq = torch.bincount(triples, minlength=343).double() / calls
+        p = (r[row, :, None, None] * r[row, None, :, None] * r[row, None, None, :]).flatten()
+        assert torch.all((freq - p).abs() < 4 * (p * (1 - p) / calls).sqrt() + 1e-3), row
+
+
 def test_shared_tail_draws_coincide_between_rows():
     """What the option is for: the rows' uncached draws are the same indices (the distinct
     uncached indices of a 100-row batch fall from about 100 to a handful)."""

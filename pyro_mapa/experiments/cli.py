@@ -94,6 +94,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=_count(1), default=100, help="points per step and process")
     train.add_argument("--lr", type=float, default=1e-3)
     train.add_argument("--prior", choices=["gaussian", "gmm", "flow"], default="gmm")
+    train.add_argument("--components", type=_count(1), default=10, help="the mixture's components, for --prior gmm")
+    train.add_argument("--shared-draws", action="store_true",
+                       help="a batch's points share their uncached draws: fewer codes decoded per step, the same bound")
     train.add_argument("--search", choices=["exact", "faiss"], default="exact", help="the cache's neighbour search")
     train.add_argument("--code-gradients", choices=["rows", "dense"], default="rows",
                        help="under torchrun: send the codes' touched rows, or their whole gradient")
@@ -190,6 +193,7 @@ def _train(args: argparse.Namespace, out: Path, progress: bool | None) -> int:
         model = train_mapa(
             data, likelihood, latent_dim=args.latent_dim, hidden=args.hidden, num_neighbors=args.neighbors,
             num_samples=args.samples, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, prior=args.prior,
+            num_components=args.components, shared_draws=args.shared_draws,
             cache=out / "cache.pt", search=args.search, code_gradients=args.code_gradients, code_optimizer=args.code_optimizer, seed=args.seed,
             device=device, progress=progress,
         )

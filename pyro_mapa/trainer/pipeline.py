@@ -60,6 +60,7 @@ class _Settings:
     lr: float
     prior: str
     num_components: int
+    shared_draws: bool
     search: str
     code_gradients: str
     code_optimizer: str
@@ -139,6 +140,7 @@ def train_mapa(
     lr: float = 1e-3,
     prior: str = "gmm",
     num_components: int = 10,
+    shared_draws: bool = False,
     cache: str | os.PathLike | None = None,
     search: str = "exact",
     code_gradients: str = "rows",
@@ -160,6 +162,10 @@ def train_mapa(
         binary data) or a Gaussian's ``sigma``; its :meth:`cache_kernel` builds the cache.
     :param num_neighbors: ``K``; :param num_samples: ``S`` (:class:`~pyro_mapa.MAPA_ELBO`).
     :param prior: the family fitted to the codes (:func:`~pyro_mapa.fit_prior`).
+    :param num_components: the mixture's components, for ``prior="gmm"``.
+    :param shared_draws: a batch's points take their uncached draws from one shared stream
+        (``MAPAGuide(shared_tail=True)``, docs/math.md, section 3): each point's estimate keeps its
+        law, and a step decodes fewer codes.
     :param cache: a cache file: loaded if it exists (it must be this data's), else written.
     :param search: the cache's neighbour search, ``"exact"`` or ``"faiss"``.
     :param code_gradients: how the codes' gradient travels between ranks, ``"rows"`` or ``"dense"``.
@@ -176,7 +182,7 @@ def train_mapa(
     data = as_data_tensor(data, binary=likelihood.binary)
     rank, world = process_group_size()
     settings = _Settings(latent_dim, hidden, num_neighbors, num_samples, epochs, batch_size, lr, prior, num_components,
-                         search, code_gradients, code_optimizer, seed)
+                         shared_draws, search, code_gradients, code_optimizer, seed)
     settings.check(*data.shape, world)
     device = _device(device, data)
     if cache is not None and rank == 0:
@@ -201,7 +207,8 @@ def _train(data: torch.Tensor, likelihood: Likelihood, settings: _Settings, post
     model = EmpiricalModel(make_decoder(settings.latent_dim, obs_dim, settings.hidden).to(device, data.dtype),
                            pca_codes(data, settings.latent_dim), likelihood,
                            sparse=settings.code_optimizer == "sparse-adam")
-    guide = MAPAGuide(model, posterior, create_plates=lambda x, idx=None: pyro.plate("data", num_points, subsample=idx))
+    guide = MAPAGuide(model, posterior, shared_tail=settings.shared_draws,
+                      create_plates=lambda x, idx=None: pyro.plate("data", num_points, subsample=idx))
     guide(data[:1], torch.arange(1, device=device))  # set up now: it traces the model, drawing
     loss = MAPA_ELBO(settings.num_neighbors, settings.num_samples, max_plate_nesting=1)(model, guide)
     if model.sparse:

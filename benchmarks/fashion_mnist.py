@@ -19,7 +19,7 @@ proposal is ``--scorer``'s, the same for every method (default: an encoder fitte
 trained model's posterior, ``pyro_mapa.evaluation.EncoderProposal``); parts are kept per
 scorer, under ``--out/<scorer>/budget<B>/``.
 
-    python benchmarks/fashion_mnist.py run --budget 2000000 --seeds 0 \
+    python benchmarks/fashion_mnist.py run --budget 2000000 --seeds 0 \\
         --methods vae iwae-5 iwae-50 autodelta mapa-1-10 mapa-5-10 exact
     python benchmarks/fashion_mnist.py report --budget 2000000
 """

@@ -102,6 +102,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="under torchrun: send the codes' touched rows, or their whole gradient")
     train.add_argument("--code-optimizer", choices=["adam", "sparse-adam"], default="adam",
                        help="Adam on every code each step, or SparseAdam on the rows a step decoded (for millions of points)")
+    train.add_argument("--val", metavar="PATH",
+                       help="held-out rows (.npy, .npz, .csv): the epoch that scores them best is the model kept")
+    train.add_argument("--validate-every", type=_count(1), default=1, metavar="EPOCHS",
+                       help="score --val every this many epochs (and after the last)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--device", help="cpu or cuda (default: cuda if there is one; under torchrun each rank its own GPU)")
     train.add_argument("--out", default="mapa-model", help="folder for model.pt, cache.pt (reused if there) and train.json")
@@ -190,16 +194,18 @@ def _train(args: argparse.Namespace, out: Path, progress: bool | None) -> int:
     try:
         likelihood = BernoulliLikelihood() if args.likelihood == "bernoulli" else NormalLikelihood(args.sigma)
         data = load_array(args.data)
+        validation = None if args.val is None else load_array(args.val)
         model = train_mapa(
             data, likelihood, latent_dim=args.latent_dim, hidden=args.hidden, num_neighbors=args.neighbors,
             num_samples=args.samples, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, prior=args.prior,
             num_components=args.components, shared_draws=args.shared_draws,
-            cache=out / "cache.pt", search=args.search, code_gradients=args.code_gradients, code_optimizer=args.code_optimizer, seed=args.seed,
+            cache=out / "cache.pt", search=args.search, code_gradients=args.code_gradients, code_optimizer=args.code_optimizer,
+            validation=validation, validate_every=args.validate_every, seed=args.seed,
             device=device, progress=progress,
         )
         if not launched or dist.get_rank() == 0:
             model.save(out / "model.pt")
-            record = {"data": str(args.data), "settings": model.settings,
+            record = {"data": str(args.data), "validation": args.val, "settings": model.settings,
                       "train_log_likelihood": model.log_likelihood(data).mean().item()}
             with atomic_file(out / "train.json", "w") as f:
                 f.write(json.dumps(record, indent=1))
@@ -207,6 +213,9 @@ def _train(args: argparse.Namespace, out: Path, progress: bool | None) -> int:
                   f"cache {model.settings['cache_seconds']:.1f} s, training {model.settings['train_seconds']:.1f} s, "
                   f"prior {model.settings['prior_seconds']:.1f} s; training log-likelihood "
                   f"{record['train_log_likelihood']:.3f} per point")
+            if validation is not None:
+                print(f"{args.val}: best after epoch {model.settings['best_epoch']} of {args.epochs}, held-out "
+                      f"log-likelihood {model.settings['validation_log_likelihood']:.3f} per row (kept that epoch's model)")
             print(f"wrote {out / 'model.pt'}, {out / 'cache.pt'} and {out / 'train.json'}")
         if launched:  # every rank done with every collective before gloo is torn down (a rank once aborted there)
             dist.barrier()

@@ -9,6 +9,7 @@ and the model.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -21,6 +22,7 @@ import torch.distributed as dist
 from .._checks import as_data_tensor, check_count
 from .._progress import progress_bar
 from ..cache import Kernel, MAPAPosterior
+from ..evaluation import empirical_log_likelihood
 from ..infer import MAPA_ELBO, MAPAGuide
 from ..models import (
     EmpiricalModel,
@@ -64,12 +66,14 @@ class _Settings:
     search: str
     code_gradients: str
     code_optimizer: str
+    validate_every: int
     seed: int
 
     def check(self, num_points: int, obs_dim: int, world: int) -> None:
         """Every setting against the data and the process group, before the cache is built: a
         typo must not cost an ``O(N^2 D)`` search."""
-        for name in ("latent_dim", "hidden", "num_neighbors", "epochs", "batch_size", "num_components"):
+        for name in ("latent_dim", "hidden", "num_neighbors", "epochs", "batch_size", "num_components",
+                     "validate_every"):
             check_count(getattr(self, name), name)
         if self.latent_dim > min(num_points - 1, obs_dim):
             raise ValueError(f"latent_dim={self.latent_dim} is larger than the data allow "
@@ -145,6 +149,8 @@ def train_mapa(
     search: str = "exact",
     code_gradients: str = "rows",
     code_optimizer: str = "adam",
+    validation=None,
+    validate_every: int = 1,
     seed: int = 0,
     device: str | torch.device | None = None,
     progress: bool | None = None,
@@ -173,6 +179,13 @@ def train_mapa(
         does) or ``"sparse-adam"`` (``torch.optim.SparseAdam``: only the rows a step decoded, their
         moments too; the codes' gradient is sparse): at millions of points the dense update of all
         ``N x d`` codes costs more than the rest of a step (benchmarks/RESULTS.md).
+    :param validation: held-out rows (``M x D``, not in ``data``). Trained long, the free codes
+        overfit; with ``validation`` the model is scored every ``validate_every`` epochs and after
+        the last by the empiricalized model's exact mean log-likelihood of these rows
+        (:meth:`TrainedModel.log_likelihood`, docs/math.md, section 1), and the best such checkpoint
+        (decoder and codes) is the one whose prior is fitted and that is returned. Its ``settings``
+        then hold ``validation_curve`` (``[epoch, score]`` pairs), ``best_epoch`` and
+        ``validation_log_likelihood``.
     :param device: where the data, cache and model live (default: the data's own device);
         ``"cuda"`` in a process group is each rank's own GPU (``cuda:LOCAL_RANK``, made current for nccl).
     :returns: the trained model; its ``settings`` hold the timings, this rank's training
@@ -180,9 +193,13 @@ def train_mapa(
     """
     likelihood = as_likelihood(likelihood)
     data = as_data_tensor(data, binary=likelihood.binary)
+    if validation is not None:
+        validation = as_data_tensor(validation, "validation", binary=likelihood.binary).to(data.dtype)
+        if validation.shape[1] != data.shape[1]:
+            raise ValueError(f"validation has {validation.shape[1]} columns; data has {data.shape[1]}")
     rank, world = process_group_size()
     settings = _Settings(latent_dim, hidden, num_neighbors, num_samples, epochs, batch_size, lr, prior, num_components,
-                         shared_draws, search, code_gradients, code_optimizer, seed)
+                         shared_draws, search, code_gradients, code_optimizer, validate_every, seed)
     settings.check(*data.shape, world)
     device = _device(device, data)
     if cache is not None and rank == 0:
@@ -191,11 +208,37 @@ def train_mapa(
     # a generator of its own (the cache's samples, the decoder, the particles): the caller's is left alone
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
             pyro.settings.context(module_local_params=True):  # the modules' own parameters, not the param store
-        return _train(data.to(device), likelihood, settings, None if cache is None else Path(cache), show)
+        return _train(data.to(device), None if validation is None else validation.to(device), likelihood, settings,
+                      None if cache is None else Path(cache), show)
 
 
-def _train(data: torch.Tensor, likelihood: Likelihood, settings: _Settings, posterior_path: Path | None,
-           show: bool | None) -> TrainedModel:
+class _BestCheckpoint:
+    """The decoder and codes at the epoch whose held-out rows scored best (:func:`train_mapa`'s
+    ``validation``), and every score: the empiricalized model's exact mean log-likelihood."""
+
+    def __init__(self, model: EmpiricalModel, likelihood: Likelihood, validation: torch.Tensor):
+        self.model, self.likelihood, self.validation = model, likelihood, validation
+        self.curve: list[list[float]] = []
+        self.score, self.epoch, self.decoder_state, self.codes = -math.inf, 0, None, None
+
+    def __call__(self, epoch: int) -> float:
+        """Score the model after ``epoch`` epochs; keep a copy of it if it is the best yet."""
+        score = empirical_log_likelihood(self.model.decoder, self.model.codes.detach(), self.validation,
+                                         self.likelihood).mean().item()
+        self.curve.append([epoch, score])
+        if score > self.score:
+            self.score, self.epoch = score, epoch
+            self.decoder_state = {k: v.detach().clone() for k, v in self.model.decoder.state_dict().items()}
+            self.codes = self.model.codes.detach().clone()
+        return score
+
+    def record(self) -> dict:
+        return {"validation_curve": self.curve, "best_epoch": self.epoch, "validation_log_likelihood": self.score,
+                "num_validation": len(self.validation)}
+
+
+def _train(data: torch.Tensor, validation: torch.Tensor | None, likelihood: Likelihood, settings: _Settings,
+           posterior_path: Path | None, show: bool | None) -> TrainedModel:
     """:func:`train_mapa` once its settings are checked: cache, training, prior."""
     (num_points, obs_dim), device, (rank, world) = data.shape, data.device, process_group_size()
     timings = {}
@@ -219,24 +262,37 @@ def _train(data: torch.Tensor, likelihood: Likelihood, settings: _Settings, post
     step = DataParallelStep(loss, optimizers, settings.code_gradients)
     torch.manual_seed(settings.seed + 1 + rank)  # each rank its own particles
     passes = PassCounter(model.decoder)
-    clock, steps = time.perf_counter(), 0
+    best = None if validation is None else _BestCheckpoint(model, likelihood, validation)
+    clock, steps, validation_seconds = time.perf_counter(), 0, 0.0
     bar = progress_bar(range(settings.epochs), progress=show, desc="training MAPA", unit="epoch")
     for epoch in bar:
         batches = (idx.to(device) for idx in minibatches(num_points, settings.batch_size, settings.seed, epoch))
         losses = [step(data[idx], idx) for idx in batches]
         steps += len(losses)
-        bar.set_postfix(loss=f"{sum(losses) / len(losses) / num_points:.3f}/point")
-    timings["train_seconds"] = time.perf_counter() - clock
+        postfix = {"loss": f"{sum(losses) / len(losses) / num_points:.3f}/point"}
+        if best is not None and ((epoch + 1) % settings.validate_every == 0 or epoch + 1 == settings.epochs):
+            scored = time.perf_counter()
+            with passes.paused():  # scoring, not training
+                postfix["validation"] = f"{best(epoch + 1):.3f}/point (best: epoch {best.epoch})"
+            validation_seconds += time.perf_counter() - scored
+        bar.set_postfix(postfix)
+    timings["train_seconds"] = time.perf_counter() - clock - validation_seconds
     passes.remove()
-    codes = model.codes.detach()
     # a plain module, as a load gives
     decoder = make_decoder(settings.latent_dim, obs_dim, settings.hidden).to(device, data.dtype)
-    decoder.load_state_dict(model.decoder.state_dict())
+    if best is None:
+        codes = model.codes.detach()
+        decoder.load_state_dict(model.decoder.state_dict())
+    else:
+        codes = best.codes
+        decoder.load_state_dict(best.decoder_state)
+        timings["validation_seconds"] = validation_seconds
     clock = time.perf_counter()
     fitted = fit_prior(codes, settings.prior, num_components=settings.num_components, seed=settings.seed, progress=show)
     timings["prior_seconds"] = time.perf_counter() - clock
     record = {**asdict(settings), "obs_dim": obs_dim, "processes": world, "steps": steps,
               "decoder_passes": passes.count, "search": posterior.search, "kernel": posterior.kernel.describe(), "num_cached": posterior.num_cached,
-              "last_epoch_loss_per_point": sum(losses) / len(losses) / num_points, **timings}
+              "last_epoch_loss_per_point": sum(losses) / len(losses) / num_points, **timings,
+              **({} if best is None else best.record())}
     return TrainedModel(decoder.requires_grad_(False), codes, likelihood, fitted, TrainedModel.fingerprint_of(data),
                         record)

@@ -109,12 +109,14 @@ def test_a_cache_of_other_data_is_refused(trained):
 @pytest.mark.parametrize("processes", [1, 2])
 def test_the_train_and_score_commands(tmp_path, processes):
     np.save(tmp_path / "x.npy", binary_data().numpy())
+    np.save(tmp_path / "val.npy", binary_data(num_points=700)[600:].numpy())
     launcher = [sys.executable, "-m", "pyro_mapa"] if processes == 1 else [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "pyro_mapa"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     trained = subprocess.run([*launcher, "train", "--data", str(tmp_path / "x.npy"), "--likelihood", "bernoulli",
                               "--hidden", "16", "--epochs", "2", "--batch-size", "50", "--out", str(tmp_path / "m"),
-                              "--components", "3", "--shared-draws", "--quiet"], env=env, capture_output=True, text=True)
+                              "--components", "3", "--shared-draws", "--val", str(tmp_path / "val.npy"),
+                              "--quiet"], env=env, capture_output=True, text=True)
     assert trained.returncode == 0, trained.stderr[-3000:]
     record = json.loads((tmp_path / "m" / "train.json").read_text())
     assert record["settings"]["processes"] == processes
@@ -125,6 +127,13 @@ def test_the_train_and_score_commands(tmp_path, processes):
                              "--data", str(tmp_path / "x.npy")], check=True, capture_output=True, text=True)
     reported = float(scored.stdout.split("log-likelihood ")[1].split()[0])
     assert abs(reported - record["train_log_likelihood"]) < 1e-3
+    # the model kept is the epoch that scored --val best, and `score` gives it that score
+    assert [epoch for epoch, _ in record["settings"]["validation_curve"]] == [1, 2]
+    assert record["settings"]["best_epoch"] == max(record["settings"]["validation_curve"], key=lambda e: e[1])[0]
+    scored = subprocess.run([sys.executable, "-m", "pyro_mapa", "score", "--model", str(tmp_path / "m"),
+                             "--data", str(tmp_path / "val.npy")], check=True, capture_output=True, text=True)
+    reported = float(scored.stdout.split("log-likelihood ")[1].split()[0])
+    assert abs(reported - record["settings"]["validation_log_likelihood"]) < 1e-3
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -200,3 +209,47 @@ def test_shared_draws_train_too_on_fewer_decoded_codes(trained, untrained_score)
     # per batch, of K + S = 15 draws per row (measured: 0.94 times the passes; 1 if ignored)
     assert shared.settings["decoder_passes"] < 0.97 * model.settings["decoder_passes"]
     assert shared.log_likelihood(data).mean() > untrained_score + 0.5
+
+
+def overfitting_run(**settings):
+    """100 points, a fast rate: the held-out rows (other draws around the same prototypes) score
+    best after epoch 2 of 5 (measured), and worse after."""
+    data = binary_data(num_points=100)
+    return train_mapa(data, BernoulliLikelihood(), **{"latent_dim": 2, "hidden": 16, "batch_size": 20, "lr": 5e-2,
+                                                      "prior": "gaussian", "progress": False, **settings})
+
+
+def test_validation_keeps_the_epoch_that_scores_the_held_out_rows_best():
+    held_out = binary_data(num_points=200)[100:]
+    validated = overfitting_run(epochs=5, validation=held_out, validate_every=2)
+    curve = validated.settings["validation_curve"]
+    assert [epoch for epoch, _ in curve] == [2, 4, 5]  # every 2 epochs, and after the last
+    # each score is the exact held-out score of the model trained that many epochs without validation
+    references = {epoch: overfitting_run(epochs=epoch) for epoch, _ in curve}
+    for epoch, score in curve:
+        assert score == pytest.approx(references[epoch].log_likelihood(held_out).mean().item(), abs=1e-5)
+    best_epoch = max(curve, key=lambda entry: entry[1])[0]
+    assert validated.settings["best_epoch"] == best_epoch < 5  # the setting overfits: a checkpoint, not the end
+    best = references[best_epoch]
+    assert torch.equal(validated.codes, best.codes)
+    z = torch.randn(7, 2)
+    assert torch.equal(validated.decoder(z), best.decoder(z))
+    assert torch.allclose(validated.prior.mean, best.prior.mean)  # the prior is fitted to the kept codes
+    assert validated.settings["validation_log_likelihood"] == pytest.approx(
+        validated.log_likelihood(held_out).mean().item(), abs=1e-5)
+    # all 5 epochs trained, and scoring is not counted as training passes
+    for name in ("steps", "decoder_passes"):
+        assert validated.settings[name] == references[5].settings[name]
+
+
+@pytest.mark.parametrize("validation, settings, message", [
+    (binary_data(num_points=10, dim=11), {}, "validation has 11 columns; data has 12"),
+    (torch.full((3, 12), float("nan")), {}, "validation contains 36 NaN"),
+    (torch.full((3, 12), 0.5), {}, "needs binary validation"),
+    (binary_data(num_points=10), {"validate_every": 0}, "validate_every"),
+])
+def test_bad_validation_is_named_before_the_cache_is_built(tmp_path, validation, settings, message):
+    with pytest.raises(ValueError, match=message):
+        train_mapa(binary_data(), BernoulliLikelihood(), hidden=16, epochs=1, validation=validation, **settings,
+                   cache=tmp_path / "cache.pt", progress=False)
+    assert not (tmp_path / "cache.pt").exists()

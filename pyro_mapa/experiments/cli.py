@@ -104,8 +104,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="Adam on every code each step, or SparseAdam on the rows a step decoded (for millions of points)")
     train.add_argument("--val", metavar="PATH",
                        help="held-out rows (.npy, .npz, .csv): the epoch that scores them best is the model kept")
-    train.add_argument("--validate-every", type=_count(1), default=1, metavar="EPOCHS",
-                       help="score --val every this many epochs (and after the last)")
+    train.add_argument("--validate-every", type=_count(1), metavar="EPOCHS",
+                       help="score --val every this many epochs (and after the last; default 1)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--device", help="cpu or cuda (default: cuda if there is one; under torchrun each rank its own GPU)")
     train.add_argument("--out", default="mapa-model", help="folder for model.pt, cache.pt (reused if there) and train.json")
@@ -118,7 +118,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``)."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "train" and args.validate_every is not None and args.val is None:
+        parser.error("--validate-every needs --val (the held-out rows to score)")
     if args.command == "score":
         return _score(args)
     progress = False if args.quiet else None
@@ -200,7 +203,7 @@ def _train(args: argparse.Namespace, out: Path, progress: bool | None) -> int:
             num_samples=args.samples, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, prior=args.prior,
             num_components=args.components, shared_draws=args.shared_draws,
             cache=out / "cache.pt", search=args.search, code_gradients=args.code_gradients, code_optimizer=args.code_optimizer,
-            validation=validation, validate_every=args.validate_every, seed=args.seed,
+            validation=validation, validate_every=args.validate_every or 1, seed=args.seed,
             device=device, progress=progress,
         )
         if not launched or dist.get_rank() == 0:

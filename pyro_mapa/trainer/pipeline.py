@@ -149,7 +149,7 @@ def train_mapa(
     search: str = "exact",
     code_gradients: str = "rows",
     code_optimizer: str = "adam",
-    validation=None,
+    validation: torch.Tensor | None = None,
     validate_every: int = 1,
     seed: int = 0,
     device: str | torch.device | None = None,
@@ -182,10 +182,12 @@ def train_mapa(
     :param validation: held-out rows (``M x D``, not in ``data``). Trained long, the free codes
         overfit; with ``validation`` the model is scored every ``validate_every`` epochs and after
         the last by the empiricalized model's exact mean log-likelihood of these rows
-        (:meth:`TrainedModel.log_likelihood`, docs/math.md, section 1), and the best such checkpoint
-        (decoder and codes) is the one whose prior is fitted and that is returned. Its ``settings``
-        then hold ``validation_curve`` (``[epoch, score]`` pairs), ``best_epoch`` and
-        ``validation_log_likelihood``.
+        (:meth:`TrainedModel.log_likelihood`: it does not involve the prior; docs/math.md,
+        section 10), and the best such checkpoint (decoder and codes; the earlier on a tie) is
+        the one whose prior is fitted and that is returned. Its ``settings`` then hold
+        ``validation_curve`` (``[epoch, score]`` pairs), ``best_epoch``,
+        ``validation_log_likelihood``, ``num_validation`` and ``validation_seconds`` (not in
+        ``train_seconds``); ``steps`` and ``decoder_passes`` still count every epoch trained.
     :param device: where the data, cache and model live (default: the data's own device);
         ``"cuda"`` in a process group is each rank's own GPU (``cuda:LOCAL_RANK``, made current for nccl).
     :returns: the trained model; its ``settings`` hold the timings, this rank's training
@@ -197,6 +199,8 @@ def train_mapa(
         validation = as_data_tensor(validation, "validation", binary=likelihood.binary).to(data.dtype)
         if validation.shape[1] != data.shape[1]:
             raise ValueError(f"validation has {validation.shape[1]} columns; data has {data.shape[1]}")
+    elif validate_every != 1:
+        raise ValueError(f"validate_every={validate_every} needs validation rows to score")
     rank, world = process_group_size()
     settings = _Settings(latent_dim, hidden, num_neighbors, num_samples, epochs, batch_size, lr, prior, num_components,
                          shared_draws, search, code_gradients, code_optimizer, validate_every, seed)
@@ -214,19 +218,34 @@ def train_mapa(
 
 class _BestCheckpoint:
     """The decoder and codes at the epoch whose held-out rows scored best (:func:`train_mapa`'s
-    ``validation``), and every score: the empiricalized model's exact mean log-likelihood."""
+    ``validation``; the earlier epoch on a tie), and every score: the empiricalized model's exact
+    mean log-likelihood. In a process group each rank scores every ``P``-th row and the sums are
+    all-reduced, so that every rank sees the same score and keeps the same epoch."""
 
     def __init__(self, model: EmpiricalModel, likelihood: Likelihood, validation: torch.Tensor):
-        self.model, self.likelihood, self.validation = model, likelihood, validation
+        rank, world = process_group_size()
+        self.model, self.likelihood, self.rows = model, likelihood, validation[rank::world]
+        self.num_validation = len(validation)
         self.curve: list[list[float]] = []
-        self.score, self.epoch, self.decoder_state, self.codes = -math.inf, 0, None, None
+        self.score, self.epoch, self.decoder_state, self.codes = None, 0, None, None
+
+    def _mean_score(self) -> float:
+        total = torch.zeros((), dtype=torch.float64, device=self.model.codes.device)
+        if len(self.rows):
+            total += empirical_log_likelihood(self.model.decoder, self.model.codes.detach(), self.rows,
+                                              self.likelihood).double().sum()
+        if process_group_size()[1] > 1:
+            dist.all_reduce(total)
+        return total.item() / self.num_validation
 
     def __call__(self, epoch: int) -> float:
         """Score the model after ``epoch`` epochs; keep a copy of it if it is the best yet."""
-        score = empirical_log_likelihood(self.model.decoder, self.model.codes.detach(), self.validation,
-                                         self.likelihood).mean().item()
+        score = self._mean_score()
+        if math.isnan(score):
+            raise ValueError(f"the held-out score is NaN after epoch {epoch}: training diverged "
+                             f"(try a smaller lr); the best epoch so far was {self.epoch}")
         self.curve.append([epoch, score])
-        if score > self.score:
+        if self.score is None or score > self.score:
             self.score, self.epoch = score, epoch
             self.decoder_state = {k: v.detach().clone() for k, v in self.model.decoder.state_dict().items()}
             self.codes = self.model.codes.detach().clone()
@@ -234,7 +253,7 @@ class _BestCheckpoint:
 
     def record(self) -> dict:
         return {"validation_curve": self.curve, "best_epoch": self.epoch, "validation_log_likelihood": self.score,
-                "num_validation": len(self.validation)}
+                "num_validation": self.num_validation}
 
 
 def _train(data: torch.Tensor, validation: torch.Tensor | None, likelihood: Likelihood, settings: _Settings,

@@ -247,9 +247,29 @@ def test_validation_keeps_the_epoch_that_scores_the_held_out_rows_best():
     (torch.full((3, 12), float("nan")), {}, "validation contains 36 NaN"),
     (torch.full((3, 12), 0.5), {}, "needs binary validation"),
     (binary_data(num_points=10), {"validate_every": 0}, "validate_every"),
+    (torch.ones(12), {}, "validation must be 2-D"),
+    (None, {"validate_every": 3}, "validate_every=3 needs validation rows"),
 ])
 def test_bad_validation_is_named_before_the_cache_is_built(tmp_path, validation, settings, message):
     with pytest.raises(ValueError, match=message):
         train_mapa(binary_data(), BernoulliLikelihood(), hidden=16, epochs=1, validation=validation, **settings,
                    cache=tmp_path / "cache.pt", progress=False)
     assert not (tmp_path / "cache.pt").exists()
+
+
+def test_a_diverged_run_is_named_at_its_held_out_score(monkeypatch):
+    import pyro_mapa.trainer.pipeline as pipeline
+
+    def diverged(decoder, codes, x, likelihood):  # what NaN parameters score
+        return torch.full((len(x),), float("nan"))
+
+    monkeypatch.setattr(pipeline, "empirical_log_likelihood", diverged)
+    with pytest.raises(ValueError, match="held-out score is NaN after epoch 1: training diverged"):
+        overfitting_run(epochs=2, validation=binary_data(num_points=200)[100:])
+
+
+def test_validation_with_sparse_codes_keeps_the_epoch_trained_that_long():
+    held_out = binary_data(num_points=200)[100:]
+    validated = overfitting_run(epochs=3, validation=held_out, code_optimizer="sparse-adam")
+    best_epoch = validated.settings["best_epoch"]
+    assert torch.equal(validated.codes, overfitting_run(epochs=best_epoch, code_optimizer="sparse-adam").codes)

@@ -135,20 +135,31 @@ def empirical_model(
     num_points: int,
     latent_dim: int,
     init_codes: torch.Tensor | None = None,
+    code_noise: float = 0.0,
 ) -> Callable:
     """``i ~ Categorical(N)``, ``x ~ p(x | f(z_i))`` with learnable codes ``z``, started at
     ``init_codes`` (``N x d``, e.g. :func:`~pyro_mapa.pca_codes`) or near 0. ``likelihood``
-    may be a number: the Gaussian's ``sigma``."""
+    may be a number: the Gaussian's ``sigma``.
+
+    ``code_noise``: ``tau > 0`` decodes ``z_u + tau eps_u``, ``eps_u ~ N(0, I)`` drawn afresh for
+    each distinct code ``u`` a call decodes (docs/math.md, section 10): a noise injected as
+    dropout is, not a latent site (no guide infers it), so the decoder costs no more passes."""
     likelihood = as_likelihood(likelihood)
+    if code_noise < 0:
+        raise ValueError(f"code_noise must be >= 0, got {code_noise}")
     if init_codes is not None and tuple(init_codes.shape) != (num_points, latent_dim):
         raise ValueError(f"init_codes must have shape ({num_points}, {latent_dim}), got {tuple(init_codes.shape)}")
 
     def initial_codes() -> torch.Tensor:
         return init_codes.clone() if init_codes is not None else 0.1 * torch.randn(num_points, latent_dim)
 
+    def noisy_decoder(z: torch.Tensor) -> torch.Tensor:
+        return decoder(z + code_noise * torch.randn_like(z))
+
     def model(x, idx=None):
         pyro.module("decoder", decoder)
-        observe_empirical(decoder, pyro.param("codes", initial_codes), likelihood, x, idx)
+        observe_empirical(noisy_decoder if code_noise else decoder, pyro.param("codes", initial_codes), likelihood,
+                          x, idx)
 
     return model
 

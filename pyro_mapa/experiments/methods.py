@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import pyro
+import pyro.distributions as dist
 import torch
 from pyro.infer import Trace_ELBO
 from pyro.infer.autoguide import AutoDelta, AutoNormal, init_to_value
@@ -104,6 +105,10 @@ class MAPA(Method):
         comparison's default ``gmm10``), ``"gaussian"`` or ``"flow"``; named after the ``@`` too
         (``"mapa-1-10@gmm100"``). Training does not depend on it, only the scored model
         (and so the best-validation checkpoint).
+    :param code_noise: ``tau``: training decodes each code with ``N(0, tau^2 I)`` noise added
+        (:func:`~pyro_mapa.experiments.baselines.empirical_model`), and the scored prior is the
+        fitted mixture's law plus that noise (each component's covariance ``+ tau^2 I``);
+        ``noise<tau>`` after the ``@`` (``"mapa-1-10@shared,gmm100,noise0.2"``); ``gmm`` priors only.
     """
 
     num_neighbors: int
@@ -113,6 +118,7 @@ class MAPA(Method):
     group_size: int = 1
     shared_tail: bool = False
     prior: str = DEFAULT_PRIOR
+    code_noise: float = 0.0
     kind = "mapa"
     empirical = True
 
@@ -124,6 +130,10 @@ class MAPA(Method):
             raise ValueError(f"{self.kind}: the defensive share must lie in [0, 1), got d{self.defensive:g}")
         if self.group_size < 1:
             raise ValueError(f"{self.kind}: the group size must be at least 1, got g{self.group_size}")
+        if not self.code_noise >= 0:
+            raise ValueError(f"{self.kind}: the code noise must be >= 0, got noise{self.code_noise:g}")
+        if self.code_noise and self.prior_family()["family"] != "gmm":
+            raise ValueError(f"{self.kind}: code noise widens a gmm prior's components; got the prior {self.prior!r}")
 
     @property
     def options(self) -> str:
@@ -137,6 +147,8 @@ class MAPA(Method):
             options.append("shared")
         if self.prior != DEFAULT_PRIOR:
             options.append(self.prior)
+        if self.code_noise:
+            options.append(f"noise{self.code_noise:g}")
         return "@" + ",".join(options) if options else ""
 
     @property
@@ -183,7 +195,7 @@ class MAPA(Method):
 
     def setup(self, split, decoder, init_codes):
         num_points = len(split.train)
-        model = empirical_model(decoder, split.likelihood, num_points, split.latent_dim, init_codes)
+        model = empirical_model(decoder, split.likelihood, num_points, split.latent_dim, init_codes, self.code_noise)
         kernel = self.cache_kernel(split.likelihood)
         posterior = MAPAPosterior.fit(split.train, kernel=kernel, num_cached=self.num_cached(num_points), progress=False)
         guide = MAPAGuide(model, posterior, create_plates=data_plates(num_points), defensive=self.defensive,
@@ -198,8 +210,16 @@ class MAPA(Method):
 
     def continuous_prior(self, setup, codes, seed):
         """The family :attr:`prior` fitted to the codes (:func:`~pyro_mapa.fit_prior`; by default
-        a 10-component Gaussian mixture)."""
-        return fit_prior(codes, seed=seed, progress=False, **self.prior_family())
+        a 10-component Gaussian mixture), its components widened by the code noise: the law of
+        ``z + tau eps`` for ``z`` from the fitted mixture."""
+        prior = fit_prior(codes, seed=seed, progress=False, **self.prior_family())
+        if not self.code_noise:
+            return prior
+        components = prior.component_distribution
+        widened = components.covariance_matrix + self.code_noise ** 2 * torch.eye(
+            codes.shape[1], dtype=codes.dtype, device=codes.device)
+        return dist.MixtureSameFamily(prior.mixture_distribution,
+                                      dist.MultivariateNormal(components.loc, covariance_matrix=widened))
 
 
 @dataclass(frozen=True)
@@ -218,6 +238,8 @@ class SmoothedMAPA(MAPA):
         super().__post_init__()
         if self.prior != DEFAULT_PRIOR:
             raise ValueError(f"{self.kind}: its trained model is its own mixture prior; no {self.prior!r} is fitted")
+        if self.code_noise:
+            raise ValueError(f"{self.kind}: its codes are smoothed by its own learned tau; no code noise is added")
 
     @property
     def label(self) -> str:
@@ -287,7 +309,7 @@ def parse_method(name: str) -> Method:
     share, group size, shared tail draws and prior after an ``@`` (:class:`MAPA`).
 
     >>> parse_method("mapa-5-10")
-    MAPA(num_neighbors=5, num_samples=10, kernel='', defensive=0.1, group_size=1, shared_tail=False, prior='gmm10')
+    MAPA(num_neighbors=5, num_samples=10, kernel='', defensive=0.1, group_size=1, shared_tail=False, prior='gmm10', code_noise=0.0)
     >>> parse_method("mapa-1-10@gmm100,p10").label
     'mapa-1-10@p10,gmm100'
     """
@@ -310,11 +332,13 @@ def parse_method(name: str) -> Method:
             key = "prior"
         elif option == "shared":
             key = "shared_tail"
+        elif option.startswith("noise"):
+            key = "code_noise"
         else:  # exact enumeration refuses a share or groups itself, by name
             key = {"d": "defensive", "g": "group_size"}.get(option[:1], "kernel")
         if key in settings:
             raise ValueError(f"method {name!r}: {option!r} repeats an option "
-                             "(one kernel, one d<share>, one g<size>, one shared, one prior)")
+                             "(one kernel, one d<share>, one g<size>, one shared, one prior, one noise<tau>)")
         if key == "defensive":
             try:
                 settings["defensive"] = float(option[1:])
@@ -326,6 +350,11 @@ def parse_method(name: str) -> Method:
             settings["group_size"] = int(option[1:])
         elif key == "shared_tail":
             settings["shared_tail"] = True
+        elif key == "code_noise":
+            try:
+                settings["code_noise"] = float(option[len("noise"):])
+            except ValueError:
+                raise ValueError(f"method {name!r}: bad code noise {option!r} (e.g. noise0.2)") from None
         else:
             settings[key] = option  # the kernel or the prior: the class names a bad one
     return method_class(*numbers, **settings)

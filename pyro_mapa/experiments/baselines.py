@@ -141,11 +141,10 @@ def empirical_model(
     ``init_codes`` (``N x d``, e.g. :func:`~pyro_mapa.pca_codes`) or near 0. ``likelihood``
     may be a number: the Gaussian's ``sigma``.
 
-    ``code_noise``: ``tau > 0`` decodes ``z_u + tau eps_u``, ``eps_u ~ N(0, I)`` drawn afresh for
-    each distinct code ``u`` a call decodes (docs/math.md, section 10): a noise injected as
-    dropout is, not a latent site (no guide infers it), so the decoder costs no more passes."""
+    ``code_noise``: ``tau``, each decoded code perturbed by ``N(0, tau^2 I)`` noise
+    (:func:`~pyro_mapa.models.observe_empirical`)."""
     likelihood = as_likelihood(likelihood)
-    if code_noise < 0:
+    if not code_noise >= 0:
         raise ValueError(f"code_noise must be >= 0, got {code_noise}")
     if init_codes is not None and tuple(init_codes.shape) != (num_points, latent_dim):
         raise ValueError(f"init_codes must have shape ({num_points}, {latent_dim}), got {tuple(init_codes.shape)}")
@@ -153,13 +152,9 @@ def empirical_model(
     def initial_codes() -> torch.Tensor:
         return init_codes.clone() if init_codes is not None else 0.1 * torch.randn(num_points, latent_dim)
 
-    def noisy_decoder(z: torch.Tensor) -> torch.Tensor:
-        return decoder(z + code_noise * torch.randn_like(z))
-
     def model(x, idx=None):
         pyro.module("decoder", decoder)
-        observe_empirical(noisy_decoder if code_noise else decoder, pyro.param("codes", initial_codes), likelihood,
-                          x, idx)
+        observe_empirical(decoder, pyro.param("codes", initial_codes), likelihood, x, idx, code_noise=code_noise)
 
     return model
 

@@ -102,6 +102,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="under torchrun: send the codes' touched rows, or their whole gradient")
     train.add_argument("--code-optimizer", choices=["adam", "sparse-adam"], default="adam",
                        help="Adam on every code each step, or SparseAdam on the rows a step decoded (for millions of points)")
+    train.add_argument("--code-noise", type=float, default=0.0, metavar="TAU",
+                       help="decode each code with N(0, TAU^2) noise in training; the prior is widened by it")
     train.add_argument("--val", metavar="PATH",
                        help="held-out rows (.npy, .npz, .csv): the epoch that scores them best is the model kept")
     train.add_argument("--validate-every", type=_count(1), metavar="EPOCHS",
@@ -203,7 +205,8 @@ def _train(args: argparse.Namespace, out: Path, progress: bool | None) -> int:
             num_samples=args.samples, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, prior=args.prior,
             num_components=args.components, shared_draws=args.shared_draws,
             cache=out / "cache.pt", search=args.search, code_gradients=args.code_gradients, code_optimizer=args.code_optimizer,
-            validation=validation, validate_every=args.validate_every or 1, seed=args.seed,
+            code_noise=args.code_noise, validation=validation, validate_every=args.validate_every or 1,
+            seed=args.seed,
             device=device, progress=progress,
         )
         if not launched or dist.get_rank() == 0:

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import pyro
-import pyro.distributions as dist
 import torch
 from pyro.infer import Trace_ELBO
 from pyro.infer.autoguide import AutoDelta, AutoNormal, init_to_value
@@ -106,9 +105,9 @@ class MAPA(Method):
         (``"mapa-1-10@gmm100"``). Training does not depend on it, only the scored model
         (and so the best-validation checkpoint).
     :param code_noise: ``tau``: training decodes each code with ``N(0, tau^2 I)`` noise added
-        (:func:`~pyro_mapa.experiments.baselines.empirical_model`), and the scored prior is the
-        fitted mixture's law plus that noise (each component's covariance ``+ tau^2 I``);
-        ``noise<tau>`` after the ``@`` (``"mapa-1-10@shared,gmm100,noise0.2"``); ``gmm`` priors only.
+        (:func:`~pyro_mapa.models.observe_empirical`), and the scored prior is the fitted law
+        plus that noise (each covariance ``+ tau^2 I``, :func:`~pyro_mapa.fit_prior`);
+        ``noise<tau>`` after the ``@`` (``"mapa-1-10@shared,gmm100,noise0.2"``); not with the flow.
     """
 
     num_neighbors: int
@@ -132,8 +131,8 @@ class MAPA(Method):
             raise ValueError(f"{self.kind}: the group size must be at least 1, got g{self.group_size}")
         if not self.code_noise >= 0:
             raise ValueError(f"{self.kind}: the code noise must be >= 0, got noise{self.code_noise:g}")
-        if self.code_noise and self.prior_family()["family"] != "gmm":
-            raise ValueError(f"{self.kind}: code noise widens a gmm prior's components; got the prior {self.prior!r}")
+        if self.code_noise and self.prior_family()["family"] == "flow":
+            raise ValueError(f"{self.kind}: code noise widens a gmm or gaussian prior, not the flow")
 
     @property
     def options(self) -> str:
@@ -210,16 +209,8 @@ class MAPA(Method):
 
     def continuous_prior(self, setup, codes, seed):
         """The family :attr:`prior` fitted to the codes (:func:`~pyro_mapa.fit_prior`; by default
-        a 10-component Gaussian mixture), its components widened by the code noise: the law of
-        ``z + tau eps`` for ``z`` from the fitted mixture."""
-        prior = fit_prior(codes, seed=seed, progress=False, **self.prior_family())
-        if not self.code_noise:
-            return prior
-        components = prior.component_distribution
-        widened = components.covariance_matrix + self.code_noise ** 2 * torch.eye(
-            codes.shape[1], dtype=codes.dtype, device=codes.device)
-        return dist.MixtureSameFamily(prior.mixture_distribution,
-                                      dist.MultivariateNormal(components.loc, covariance_matrix=widened))
+        a 10-component Gaussian mixture), widened by the code noise: the law of ``z + tau eps``."""
+        return fit_prior(codes, seed=seed, progress=False, code_noise=self.code_noise, **self.prior_family())
 
 
 @dataclass(frozen=True)

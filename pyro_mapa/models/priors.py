@@ -39,7 +39,7 @@ def _gaussian(codes: torch.Tensor) -> dist.Distribution:
     return dist.MultivariateNormal(mean, covariance_matrix=cov)
 
 
-def _gmm(codes: torch.Tensor, num_components: int, seed: int) -> dist.Distribution:
+def _gmm(codes: torch.Tensor, num_components: int, seed: int, widening: torch.Tensor) -> dist.Distribution:
     from sklearn.mixture import GaussianMixture
 
     gmm = GaussianMixture(num_components, covariance_type="full", random_state=seed, reg_covar=1e-6)
@@ -48,7 +48,7 @@ def _gmm(codes: torch.Tensor, num_components: int, seed: int) -> dist.Distributi
     def tensor(a):
         return torch.as_tensor(a, dtype=codes.dtype, device=codes.device)
 
-    components = dist.MultivariateNormal(tensor(gmm.means_), covariance_matrix=tensor(gmm.covariances_))
+    components = dist.MultivariateNormal(tensor(gmm.means_), covariance_matrix=tensor(gmm.covariances_) + widening)
     return dist.MixtureSameFamily(dist.Categorical(probs=tensor(gmm.weights_)), components)
 
 
@@ -124,6 +124,7 @@ def fit_prior(
     batch_size: int = 256,
     seed: int = 0,
     progress: bool | None = None,
+    code_noise: float = 0.0,
 ) -> dist.Distribution:
     """Fit ``p_psi(z)`` to ``codes`` (``N x d``) by maximum likelihood.
 
@@ -134,6 +135,10 @@ def fit_prior(
         does not grow with ``N``.
     :param seed: seeds the GMM initialisation and the flow's parameters.
     :param progress: progress bar for the flow; ``None`` shows one on a terminal only.
+    :param code_noise: ``tau``: for codes trained with ``N(0, tau^2 I)`` noise
+        (:class:`~pyro_mapa.models.EmpiricalModel`'s ``code_noise``), the law of
+        ``z + tau eps`` for ``z`` from the fitted Gaussian or mixture: every covariance
+        ``+ tau^2 I`` (docs/math.md, section 10). Not for the flow (no closed form).
     :returns: a Pyro distribution with event shape ``(d,)`` and no parameters that
         require gradients.
 
@@ -142,13 +147,19 @@ def fit_prior(
     (torch.Size([2]), [3.0, 3.0])
     """
     codes = as_data_tensor(codes, "codes").detach()
+    if not code_noise >= 0:
+        raise ValueError(f"code_noise must be >= 0, got {code_noise}")
+    if code_noise and family not in ("gaussian", "gmm"):
+        raise ValueError(f"code_noise widens a 'gaussian' or 'gmm' prior in closed form; got family={family!r}")
+    widening = code_noise ** 2 * torch.eye(codes.shape[1], dtype=codes.dtype, device=codes.device)
     if family == "gaussian":
-        return _gaussian(codes)
+        gaussian = _gaussian(codes)
+        return dist.MultivariateNormal(gaussian.loc, covariance_matrix=gaussian.covariance_matrix + widening)
     if family == "gmm":
         check_count(num_components, "num_components")
         if num_components > len(codes):
             raise ValueError(f"num_components={num_components} is larger than the number of codes {len(codes)}")
-        return _gmm(codes, num_components, seed)
+        return _gmm(codes, num_components, seed, widening)
     if family == "flow":
         check_count(num_steps, "num_steps")
         check_count(batch_size, "batch_size")

@@ -470,7 +470,7 @@ def test_code_noise_is_named_and_widens_the_fitted_mixture():
     method = parse_method("mapa-1-10@shared,gmm3,noise0.5")
     assert (method.code_noise, method.label) == (0.5, "mapa-1-10@shared,gmm3,noise0.5")
     for name, error in [("mapa-1-10@noise", "bad code noise"), ("mapa-1-10@noise0.1,noise0.2", "repeats an option"),
-                        ("mapa-1-10@noise-1", "must be >= 0"), ("mapa-1-10@gaussian,noise0.1", "widens a gmm"),
+                        ("mapa-1-10@noise-1", "must be >= 0"), ("mapa-1-10@flow,noise0.1", "not the flow"),
                         ("smoothed-mapa-1-10@noise0.1", "no code noise")]:
         with pytest.raises(ValueError, match=error):
             parse_method(name)

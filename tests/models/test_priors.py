@@ -24,6 +24,27 @@ def test_gaussian_is_the_closed_form_mle(float64):
     assert np.allclose(prior.covariance_matrix.numpy(), np.cov(x.T, bias=True), atol=1e-5)
 
 
+def test_code_noise_widens_the_gaussian_to_the_law_of_z_plus_noise(float64):
+    """The MLE of z + tau eps (z the codes) tends to the fitted Gaussian widened by tau^2 I:
+    200 noisy copies of each code, covariance within 3% (Monte Carlo)."""
+    codes = torch.randn(500, 2) @ torch.tensor([[1.0, 0.5], [0.0, 0.4]])
+    widened = fit_prior(codes, "gaussian", code_noise=0.7)
+    noisy = codes.repeat(200, 1) + 0.7 * torch.randn(100_000, 2)
+    reference = fit_prior(noisy, "gaussian").covariance_matrix
+    assert torch.allclose(widened.covariance_matrix, reference, rtol=0.03, atol=0.03 * reference.diagonal().min())
+    assert torch.allclose(widened.mean, codes.mean(0))
+    assert torch.allclose(fit_prior(codes, "gaussian", code_noise=0.0).covariance_matrix,
+                          fit_prior(codes, "gaussian").covariance_matrix)
+
+
+def test_code_noise_widens_every_mixture_component(float64):
+    codes = bimodal().double()
+    plain = fit_prior(codes, "gmm", num_components=2, seed=0).component_distribution
+    widened = fit_prior(codes, "gmm", num_components=2, seed=0, code_noise=0.5).component_distribution
+    assert torch.allclose(widened.loc, plain.loc)
+    assert torch.allclose(widened.covariance_matrix, plain.covariance_matrix + 0.25 * torch.eye(codes.shape[1]))
+
+
 def test_gmm_log_prob_is_sklearns(float64):
     from sklearn.mixture import GaussianMixture
 
@@ -88,6 +109,8 @@ def test_flow_fits_inside_no_grad_and_leaves_the_random_state_alone():
 @pytest.mark.parametrize("kwargs, message", [
     ({"family": "student"}, "family must be"),
     ({"family": "gmm", "num_components": 5000}, "num_components=5000 is larger"),
+    ({"family": "flow", "code_noise": 0.1}, "code_noise widens a 'gaussian' or 'gmm' prior"),
+    ({"code_noise": -0.1}, "code_noise must be >= 0"),
 ])
 def test_bad_settings(kwargs, message):
     with pytest.raises(ValueError, match=message):

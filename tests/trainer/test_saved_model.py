@@ -173,6 +173,8 @@ def test_a_cache_of_this_data_but_other_settings_is_refused(trained):
     ({"batch_size": 601}, "needs at least 601 points"),
     ({"latent_dim": 13}, "latent_dim=13 is larger than the data allow"),
     ({"code_gradients": "sparse"}, "code_gradients must be one of"),
+    ({"code_noise": -0.5}, "code_noise must be >= 0"),
+    ({"code_noise": 0.5, "prior": "flow"}, "not the flow"),
 ])
 def test_bad_settings_are_named_before_the_cache_is_built(tmp_path, settings, message):
     with pytest.raises(ValueError, match=message):
@@ -273,3 +275,16 @@ def test_validation_with_sparse_codes_keeps_the_epoch_trained_that_long():
     validated = overfitting_run(epochs=3, validation=held_out, code_optimizer="sparse-adam")
     best_epoch = validated.settings["best_epoch"]
     assert torch.equal(validated.codes, overfitting_run(epochs=best_epoch, code_optimizer="sparse-adam").codes)
+
+
+def test_code_noise_trains_around_the_codes_and_widens_the_prior(trained, untrained_score):
+    folder, data, model = trained
+    noisy = train_mapa(data, BernoulliLikelihood(), latent_dim=2, hidden=16, epochs=4, batch_size=50, lr=1e-2,
+                       prior="gaussian", code_noise=0.3, cache=folder / "cache.pt", progress=False)
+    assert noisy.settings["code_noise"] == 0.3
+    # no extra passes (other draws, so other distinct codes: measured 0.997 times those without noise)
+    assert abs(noisy.settings["decoder_passes"] / model.settings["decoder_passes"] - 1) < 0.02
+    assert noisy.log_likelihood(data).mean() > untrained_score + 0.5
+    centred = noisy.codes - noisy.codes.mean(0)  # the codes' Gaussian MLE, widened by tau^2 I
+    torch.testing.assert_close(noisy.prior.covariance_matrix,
+                               centred.T @ centred / len(centred) + 0.09 * torch.eye(2), rtol=1e-4, atol=1e-4)

@@ -14,7 +14,7 @@ import torch
 
 from ._tensors import row_chunks
 
-__all__ = ["as_data_tensor", "check_count", "check_num_neighbors", "check_positive"]
+__all__ = ["as_data_tensor", "check_code_noise", "check_count", "check_num_neighbors", "check_positive"]
 
 
 def _first_entry(data: torch.Tensor, predicate) -> tuple[int, int] | None:
@@ -113,4 +113,15 @@ def check_positive(value, name: str) -> float:
         raise TypeError(f"{name} must be a positive number, got {value!r}") from e
     if not (value > 0 and math.isfinite(value)):
         raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    return value
+
+
+def check_code_noise(value, name: str = "code_noise") -> float:
+    """Check that ``value`` (the code noise ``tau``) is a finite number >= 0 and return it as a ``float``."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{name} must be a number >= 0, got {value!r}") from e
+    if not (value >= 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
     return value

@@ -30,6 +30,7 @@ import pyro.distributions as dist
 import torch
 from pyro.distributions import constraints
 
+from .._checks import check_code_noise
 from ..models import ExemplarMixture, Likelihood, as_likelihood, observe_empirical
 
 __all__ = [
@@ -144,8 +145,7 @@ def empirical_model(
     ``code_noise``: ``tau``, each decoded code perturbed by ``N(0, tau^2 I)`` noise
     (:func:`~pyro_mapa.models.observe_empirical`)."""
     likelihood = as_likelihood(likelihood)
-    if not code_noise >= 0:
-        raise ValueError(f"code_noise must be >= 0, got {code_noise}")
+    code_noise = check_code_noise(code_noise)
     if init_codes is not None and tuple(init_codes.shape) != (num_points, latent_dim):
         raise ValueError(f"init_codes must have shape ({num_points}, {latent_dim}), got {tuple(init_codes.shape)}")
 

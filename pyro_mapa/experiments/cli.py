@@ -103,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--code-optimizer", choices=["adam", "sparse-adam"], default="adam",
                        help="Adam on every code each step, or SparseAdam on the rows a step decoded (for millions of points)")
     train.add_argument("--code-noise", type=float, default=0.0, metavar="TAU",
-                       help="decode each code with N(0, TAU^2) noise in training; the prior is widened by it")
+                       help="decode each code with N(0, TAU^2 I) noise in training; the prior is widened by it")
     train.add_argument("--val", metavar="PATH",
                        help="held-out rows (.npy, .npz, .csv): the epoch that scores them best is the model kept")
     train.add_argument("--validate-every", type=_count(1), metavar="EPOCHS",

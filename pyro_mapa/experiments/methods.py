@@ -17,6 +17,7 @@ import torch
 from pyro.infer import Trace_ELBO
 from pyro.infer.autoguide import AutoDelta, AutoNormal, init_to_value
 
+from .._checks import check_code_noise
 from ..cache import Kernel, MAPAPosterior, NeighborhoodBatches
 from ..infer import DEFAULT_DEFENSIVE, MAPA_ELBO, MAPAGuide
 from ..models import ExemplarMixture, Likelihood, fit_prior, pca_codes
@@ -129,8 +130,7 @@ class MAPA(Method):
             raise ValueError(f"{self.kind}: the defensive share must lie in [0, 1), got d{self.defensive:g}")
         if self.group_size < 1:
             raise ValueError(f"{self.kind}: the group size must be at least 1, got g{self.group_size}")
-        if not self.code_noise >= 0:
-            raise ValueError(f"{self.kind}: the code noise must be >= 0, got noise{self.code_noise:g}")
+        check_code_noise(self.code_noise, f"{self.kind}: the code noise")
         if self.code_noise and self.prior_family()["family"] == "flow":
             raise ValueError(f"{self.kind}: code noise widens a gmm or gaussian prior, not the flow")
 
@@ -262,10 +262,10 @@ class Exact(MAPA):
     def __post_init__(self):
         super().__post_init__()
         given = [f"d{self.defensive:g}"] * (self.defensive != DEFAULT_DEFENSIVE) + [f"g{self.group_size}"] * (
-            self.group_size != 1) + ["shared"] * self.shared_tail
+            self.group_size != 1) + ["shared"] * self.shared_tail + [f"noise{self.code_noise:g}"] * bool(self.code_noise)
         if given:
-            raise ValueError(f"{self.kind}: it sums over all N indices: no proposal share (d), no minibatch "
-                             f"groups (g) and no shared draws, got {', '.join(given)}")
+            raise ValueError(f"{self.kind}: it sums over all N indices exactly: no proposal share (d), no minibatch "
+                             f"groups (g), no shared draws and no code noise, got {', '.join(given)}")
 
     @property
     def label(self) -> str:

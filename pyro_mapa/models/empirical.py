@@ -16,6 +16,7 @@ import torch
 from pyro.nn import PyroModule
 from pyro.nn.module import to_pyro_module_
 
+from .._checks import check_code_noise
 from .decode import decode_unique
 from .likelihoods import Likelihood, as_likelihood
 
@@ -68,8 +69,7 @@ class EmpiricalModel(PyroModule):
         super().__init__()
         if codes.dim() != 2:
             raise ValueError(f"codes must be N x d, got shape {tuple(codes.shape)}")
-        if not code_noise >= 0:
-            raise ValueError(f"code_noise must be >= 0, got {code_noise}")
+        code_noise = check_code_noise(code_noise)
         if not isinstance(decoder, PyroModule):
             to_pyro_module_(decoder)
         self.decoder = decoder

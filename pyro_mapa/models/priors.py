@@ -25,21 +25,21 @@ import pyro.distributions as dist
 import pyro.distributions.transforms as T
 import torch
 
-from .._checks import as_data_tensor, check_count
+from .._checks import as_data_tensor, check_code_noise, check_count
 from .._progress import progress_bar
 
 __all__ = ["fit_prior", "prior_from_tensors", "prior_tensors"]
 
 
-def _gaussian(codes: torch.Tensor) -> dist.Distribution:
+def _gaussian(codes: torch.Tensor, widening: torch.Tensor | float) -> dist.Distribution:
     mean = codes.mean(0)
     centred = codes - mean
     cov = centred.T @ centred / len(codes)
     cov = cov + 1e-6 * cov.diagonal().mean() * torch.eye(len(mean), dtype=codes.dtype, device=codes.device)
-    return dist.MultivariateNormal(mean, covariance_matrix=cov)
+    return dist.MultivariateNormal(mean, covariance_matrix=cov + widening)
 
 
-def _gmm(codes: torch.Tensor, num_components: int, seed: int, widening: torch.Tensor) -> dist.Distribution:
+def _gmm(codes: torch.Tensor, num_components: int, seed: int, widening: torch.Tensor | float) -> dist.Distribution:
     from sklearn.mixture import GaussianMixture
 
     gmm = GaussianMixture(num_components, covariance_type="full", random_state=seed, reg_covar=1e-6)
@@ -147,14 +147,12 @@ def fit_prior(
     (torch.Size([2]), [3.0, 3.0])
     """
     codes = as_data_tensor(codes, "codes").detach()
-    if not code_noise >= 0:
-        raise ValueError(f"code_noise must be >= 0, got {code_noise}")
+    code_noise = check_code_noise(code_noise)
     if code_noise and family not in ("gaussian", "gmm"):
         raise ValueError(f"code_noise widens a 'gaussian' or 'gmm' prior in closed form; got family={family!r}")
-    widening = code_noise ** 2 * torch.eye(codes.shape[1], dtype=codes.dtype, device=codes.device)
+    widening = code_noise ** 2 * torch.eye(codes.shape[1], dtype=codes.dtype, device=codes.device) if code_noise else 0
     if family == "gaussian":
-        gaussian = _gaussian(codes)
-        return dist.MultivariateNormal(gaussian.loc, covariance_matrix=gaussian.covariance_matrix + widening)
+        return _gaussian(codes, widening)
     if family == "gmm":
         check_count(num_components, "num_components")
         if num_components > len(codes):

@@ -19,7 +19,7 @@ import pyro
 import torch
 import torch.distributed as dist
 
-from .._checks import as_data_tensor, check_count
+from .._checks import as_data_tensor, check_code_noise, check_count
 from .._progress import progress_bar
 from ..cache import Kernel, MAPAPosterior
 from ..evaluation import empirical_log_likelihood
@@ -86,8 +86,7 @@ class _Settings:
                              f"{self.batch_size * world} points, got N={num_points}")
         if self.prior not in PRIOR_FAMILIES:
             raise ValueError(f"prior must be one of {PRIOR_FAMILIES}, got {self.prior!r}")
-        if not self.code_noise >= 0:
-            raise ValueError(f"code_noise must be >= 0, got {self.code_noise}")
+        check_code_noise(self.code_noise)
         if self.code_noise and self.prior == "flow":
             raise ValueError("code_noise widens a 'gaussian' or 'gmm' prior in closed form, not the flow")
         if self.prior == "gmm" and self.num_components > num_points:
@@ -188,8 +187,8 @@ def train_mapa(
     :param code_noise: ``tau``: every code a step decodes is perturbed by ``N(0, tau^2 I)``
         noise (no extra decoder passes), so that the decoder is fitted around the codes, not only
         at them, and the prior is the fitted law widened by that noise
-        (:func:`~pyro_mapa.fit_prior`'s ``code_noise``; docs/math.md, section 10). On
-        Fashion-MNIST, ``0.2`` cured the codes' overfitting (benchmarks/RESULTS.md).
+        (:func:`~pyro_mapa.fit_prior`'s ``code_noise``; docs/math.md, section 10); what it did on
+        Fashion-MNIST is in benchmarks/RESULTS.md ("Code noise").
     :param validation: held-out rows (``M x D``, not in ``data``). Trained long, the free codes
         overfit; with ``validation`` the model is scored every ``validate_every`` epochs and after
         the last by the empiricalized model's exact mean log-likelihood of these rows

@@ -371,7 +371,7 @@ def test_mapa_shares_its_uncached_draws_across_a_batch():
     assert (shared.shared_tail, shared.label) == (True, "mapa-1-10@p10,shared")
     with pytest.raises(ValueError, match="repeats an option"):
         parse_method("mapa-1-10@shared,shared")
-    with pytest.raises(ValueError, match="no shared draws, got shared$"):
+    with pytest.raises(ValueError, match="no shared draws and no code noise, got shared$"):
         parse_method("exact@shared")
     split = load_split("absolute-value", num_train=1000, seed=0)
     pyro.clear_param_store()
@@ -462,7 +462,10 @@ def test_code_noise_perturbs_each_decoded_code_by_tau_and_leaves_the_count_alone
     eps = seen[0.3]
     assert eps.mean(0).abs().max() < 5 * 0.3 / len(eps) ** 0.5
     assert abs(eps.std().item() - 0.3) < 0.03 * 0.3
-    with pytest.raises(ValueError, match="code_noise must be >= 0"):
+    # a draw per code and coordinate: no two rows alike, the coordinates uncorrelated (5 se)
+    assert len(eps.unique(dim=0)) == len(eps)
+    assert abs(torch.corrcoef(eps.T)[0, 1]) < 5 / len(eps) ** 0.5
+    with pytest.raises(ValueError, match="code_noise must be a finite number >= 0"):
         empirical_model(decoder, 0.1, 30, 2, codes, code_noise=-0.1)
 
 
@@ -470,7 +473,8 @@ def test_code_noise_is_named_and_widens_the_fitted_mixture():
     method = parse_method("mapa-1-10@shared,gmm3,noise0.5")
     assert (method.code_noise, method.label) == (0.5, "mapa-1-10@shared,gmm3,noise0.5")
     for name, error in [("mapa-1-10@noise", "bad code noise"), ("mapa-1-10@noise0.1,noise0.2", "repeats an option"),
-                        ("mapa-1-10@noise-1", "must be >= 0"), ("mapa-1-10@flow,noise0.1", "not the flow"),
+                        ("mapa-1-10@noise-1", "finite number >= 0"), ("mapa-1-10@noiseinf", "finite number >= 0"),
+                        ("mapa-1-10@flow,noise0.1", "not the flow"), ("exact@noise0.1", "no code noise"),
                         ("smoothed-mapa-1-10@noise0.1", "no code noise")]:
         with pytest.raises(ValueError, match=error):
             parse_method(name)
@@ -494,6 +498,11 @@ def test_code_noise_is_named_and_widens_the_fitted_mixture():
 
 
 def test_mapa_with_code_noise_trains_and_scores_end_to_end(split):
-    run = train_and_score("mapa-2-3@noise0.1", split, seed=0, budget=3000, num_checkpoints=1, eval_particles=10,
-                          test_particles=20, max_test_particles=20)
-    assert run.method == "mapa-2-3@noise0.1" and math.isfinite(run.test_ll) and math.isfinite(run.empirical_test_ll)
+    codes = {}
+    runs = {name: train_and_score(name, split, seed=0, budget=3000, num_checkpoints=1, eval_particles=10,
+                                  test_particles=20, max_test_particles=20,
+                                  inspect=lambda decoder, prior, c, name=name: codes.update({name: c}))
+            for name in ("mapa-2-3", "mapa-2-3@noise0.1")}
+    noisy = runs["mapa-2-3@noise0.1"]
+    assert noisy.method == "mapa-2-3@noise0.1" and math.isfinite(noisy.test_ll) and math.isfinite(noisy.empirical_test_ll)
+    assert not torch.equal(codes["mapa-2-3"], codes["mapa-2-3@noise0.1"])  # the noise reached training

@@ -33,8 +33,6 @@ def test_code_noise_widens_the_gaussian_to_the_law_of_z_plus_noise(float64):
     reference = fit_prior(noisy, "gaussian").covariance_matrix
     assert torch.allclose(widened.covariance_matrix, reference, rtol=0.03, atol=0.03 * reference.diagonal().min())
     assert torch.allclose(widened.mean, codes.mean(0))
-    assert torch.allclose(fit_prior(codes, "gaussian", code_noise=0.0).covariance_matrix,
-                          fit_prior(codes, "gaussian").covariance_matrix)
 
 
 def test_code_noise_widens_every_mixture_component(float64):
@@ -110,7 +108,8 @@ def test_flow_fits_inside_no_grad_and_leaves_the_random_state_alone():
     ({"family": "student"}, "family must be"),
     ({"family": "gmm", "num_components": 5000}, "num_components=5000 is larger"),
     ({"family": "flow", "code_noise": 0.1}, "code_noise widens a 'gaussian' or 'gmm' prior"),
-    ({"code_noise": -0.1}, "code_noise must be >= 0"),
+    ({"code_noise": -0.1}, "code_noise must be a finite number >= 0"),
+    ({"code_noise": float("inf")}, "code_noise must be a finite number >= 0"),
 ])
 def test_bad_settings(kwargs, message):
     with pytest.raises(ValueError, match=message):

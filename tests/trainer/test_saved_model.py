@@ -173,7 +173,8 @@ def test_a_cache_of_this_data_but_other_settings_is_refused(trained):
     ({"batch_size": 601}, "needs at least 601 points"),
     ({"latent_dim": 13}, "latent_dim=13 is larger than the data allow"),
     ({"code_gradients": "sparse"}, "code_gradients must be one of"),
-    ({"code_noise": -0.5}, "code_noise must be >= 0"),
+    ({"code_noise": -0.5}, "code_noise must be a finite number >= 0"),
+    ({"code_noise": float("nan")}, "code_noise must be a finite number >= 0"),
     ({"code_noise": 0.5, "prior": "flow"}, "not the flow"),
 ])
 def test_bad_settings_are_named_before_the_cache_is_built(tmp_path, settings, message):
@@ -282,6 +283,10 @@ def test_code_noise_trains_around_the_codes_and_widens_the_prior(trained, untrai
     noisy = train_mapa(data, BernoulliLikelihood(), latent_dim=2, hidden=16, epochs=4, batch_size=50, lr=1e-2,
                        prior="gaussian", code_noise=0.3, cache=folder / "cache.pt", progress=False)
     assert noisy.settings["code_noise"] == 0.3
+    assert not torch.equal(noisy.codes, model.codes)  # the noise reached training (same settings, tau = 0: equal)
+    assert torch.equal(model.codes, train_mapa(data, BernoulliLikelihood(), latent_dim=2, hidden=16, epochs=4,
+                                               batch_size=50, lr=1e-2, code_noise=0.0, cache=folder / "cache.pt",
+                                               progress=False).codes)
     # no extra passes (other draws, so other distinct codes: measured 0.997 times those without noise)
     assert abs(noisy.settings["decoder_passes"] / model.settings["decoder_passes"] - 1) < 0.02
     assert noisy.log_likelihood(data).mean() > untrained_score + 0.5

@@ -382,6 +382,17 @@ def test_mapa_shares_its_uncached_draws_across_a_batch():
     assert ratio < 0.9, ratio
 
 
+def two_cluster_codes() -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    return torch.cat([torch.randn(300, 2, generator=g) - 4.0, torch.randn(100, 2, generator=g) + 4.0])
+
+
+def assert_refused(names_and_errors):
+    for name, error in names_and_errors:
+        with pytest.raises(ValueError, match=error):
+            parse_method(name)
+
+
 def test_mapa_names_the_prior_its_codes_are_scored_with(split):
     """mapa-K-S@gmm<k> | @gaussian | @flow: the family fitted to the trained codes for scoring;
     training is the same whatever the family, only the scored model changes."""
@@ -389,13 +400,10 @@ def test_mapa_names_the_prior_its_codes_are_scored_with(split):
     assert (method.prior, method.label) == ("gmm3", "mapa-1-10@p10,gmm3")
     assert parse_method("mapa-1-10@gmm10").label == "mapa-1-10"  # the comparison's default
     assert parse_method("exact@gaussian").label == "exact@gaussian"
-    for name, error in [("mapa-1-10@gmm", "unknown prior 'gmm'"), ("mapa-1-10@gmm0", "unknown prior 'gmm0'"),
-                        ("mapa-1-10@gaussianx", "unknown prior"), ("mapa-1-10@gmm3,flow", "repeats an option"),
-                        ("smoothed-mapa-1-10@gmm3", "its own mixture prior")]:
-        with pytest.raises(ValueError, match=error):
-            parse_method(name)
-    g = torch.Generator().manual_seed(0)
-    codes = torch.cat([torch.randn(300, 2, generator=g) - 4.0, torch.randn(100, 2, generator=g) + 4.0])
+    assert_refused([("mapa-1-10@gmm", "unknown prior 'gmm'"), ("mapa-1-10@gmm0", "unknown prior 'gmm0'"),
+                    ("mapa-1-10@gaussianx", "unknown prior"), ("mapa-1-10@gmm3,flow", "repeats an option"),
+                    ("smoothed-mapa-1-10@gmm3", "its own mixture prior")])
+    codes = two_cluster_codes()
     mixture = method.continuous_prior(None, codes, seed=0)
     assert mixture.mixture_distribution.probs.shape == (3,)
     gaussian = parse_method("mapa-1-10@gaussian").continuous_prior(None, codes, seed=0)
@@ -472,14 +480,11 @@ def test_code_noise_perturbs_each_decoded_code_by_tau_and_leaves_the_count_alone
 def test_code_noise_is_named_and_widens_the_fitted_mixture():
     method = parse_method("mapa-1-10@shared,gmm3,noise0.5")
     assert (method.code_noise, method.label) == (0.5, "mapa-1-10@shared,gmm3,noise0.5")
-    for name, error in [("mapa-1-10@noise", "bad code noise"), ("mapa-1-10@noise0.1,noise0.2", "repeats an option"),
-                        ("mapa-1-10@noise-1", "finite number >= 0"), ("mapa-1-10@noiseinf", "finite number >= 0"),
-                        ("mapa-1-10@flow,noise0.1", "not the flow"), ("exact@noise0.1", "no code noise"),
-                        ("smoothed-mapa-1-10@noise0.1", "no code noise")]:
-        with pytest.raises(ValueError, match=error):
-            parse_method(name)
-    g = torch.Generator().manual_seed(0)
-    codes = torch.cat([torch.randn(300, 2, generator=g) - 4.0, torch.randn(100, 2, generator=g) + 4.0])
+    assert_refused([("mapa-1-10@noise", "bad code noise"), ("mapa-1-10@noise0.1,noise0.2", "repeats an option"),
+                    ("mapa-1-10@noise-1", "finite number >= 0"), ("mapa-1-10@noiseinf", "finite number >= 0"),
+                    ("mapa-1-10@flow,noise0.1", "not the flow"), ("exact@noise0.1", "no code noise"),
+                    ("smoothed-mapa-1-10@noise0.1", "no code noise")])
+    codes = two_cluster_codes()
     widened = method.continuous_prior(None, codes, seed=0)
     fitted = parse_method("mapa-1-10@gmm3").continuous_prior(None, codes, seed=0)
     torch.testing.assert_close(widened.component_distribution.loc, fitted.component_distribution.loc)

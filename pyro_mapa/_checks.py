@@ -116,12 +116,16 @@ def check_positive(value, name: str) -> float:
     return value
 
 
-def check_code_noise(value, name: str = "code_noise") -> float:
-    """Check that ``value`` (the code noise ``tau``) is a finite number >= 0 and return it as a ``float``."""
+def check_code_noise(value, name: str = "code_noise", prior_family: str | None = None) -> float:
+    """Check that ``value`` (the code noise ``tau``) is a finite number >= 0, and, given the
+    ``prior_family`` that will be fitted, that it can be widened by the noise (not the flow);
+    return it as a ``float``."""
     try:
         value = float(value)
     except (TypeError, ValueError) as e:
         raise TypeError(f"{name} must be a number >= 0, got {value!r}") from e
     if not (value >= 0 and math.isfinite(value)):
         raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+    if value and prior_family == "flow":
+        raise ValueError(f"{name} widens a 'gaussian' or 'gmm' prior in closed form, not the flow")
     return value

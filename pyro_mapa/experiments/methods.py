@@ -130,9 +130,7 @@ class MAPA(Method):
             raise ValueError(f"{self.kind}: the defensive share must lie in [0, 1), got d{self.defensive:g}")
         if self.group_size < 1:
             raise ValueError(f"{self.kind}: the group size must be at least 1, got g{self.group_size}")
-        check_code_noise(self.code_noise, f"{self.kind}: the code noise")
-        if self.code_noise and self.prior_family()["family"] == "flow":
-            raise ValueError(f"{self.kind}: code noise widens a gmm or gaussian prior, not the flow")
+        check_code_noise(self.code_noise, f"{self.kind}: the code noise", self.prior_family()["family"])
 
     @property
     def options(self) -> str:

@@ -147,9 +147,7 @@ def fit_prior(
     (torch.Size([2]), [3.0, 3.0])
     """
     codes = as_data_tensor(codes, "codes").detach()
-    code_noise = check_code_noise(code_noise)
-    if code_noise and family not in ("gaussian", "gmm"):
-        raise ValueError(f"code_noise widens a 'gaussian' or 'gmm' prior in closed form; got family={family!r}")
+    code_noise = check_code_noise(code_noise, prior_family=family)
     widening = code_noise ** 2 * torch.eye(codes.shape[1], dtype=codes.dtype, device=codes.device) if code_noise else 0
     if family == "gaussian":
         return _gaussian(codes, widening)

@@ -86,9 +86,7 @@ class _Settings:
                              f"{self.batch_size * world} points, got N={num_points}")
         if self.prior not in PRIOR_FAMILIES:
             raise ValueError(f"prior must be one of {PRIOR_FAMILIES}, got {self.prior!r}")
-        check_code_noise(self.code_noise)
-        if self.code_noise and self.prior == "flow":
-            raise ValueError("code_noise widens a 'gaussian' or 'gmm' prior in closed form, not the flow")
+        check_code_noise(self.code_noise, prior_family=self.prior)
         if self.prior == "gmm" and self.num_components > num_points:
             raise ValueError(f"num_components={self.num_components} is larger than the number of points N={num_points}")
         if self.code_gradients not in CODE_GRADIENTS:

@@ -134,19 +134,20 @@ def empirical_log_likelihood(
     codes: torch.Tensor,
     x: torch.Tensor,
     likelihood: Likelihood | float,
-    chunk_size: int = 256,
+    chunk_size: int | None = None,
 ) -> torch.Tensor:
     """Exact ``log p(x | theta, Z) = logsumexp_m log p(x | f(z_m)) - log N`` per point of
     ``x``, for the empiricalized model (docs/math.md, section 1). The decoder runs once on
-    the ``N`` codes; the ``len(x) x N`` log-likelihoods are formed in chunks of ``x``.
+    each of the ``N`` codes, ``chunk_size`` codes at a time (default: as many as keep a
+    chunk's ``len(x) x chunk`` log-likelihoods and its decoded outputs under 2^24 entries),
+    and the sum over codes runs along: memory stays bounded whatever ``N``.
 
     :param likelihood: the observation model, or a number: the Gaussian's ``sigma``.
     """
     likelihood = as_likelihood(likelihood)
-    with torch.no_grad():
-        out = decoder(codes)
-        chunks = [likelihood.pairwise_log_prob(c, out).logsumexp(-1) for c in x.split(chunk_size)]
-        return torch.cat(chunks) - math.log(codes.shape[0])
+    if chunk_size is not None:
+        check_count(chunk_size, "chunk_size")
+    return _decoded_logsumexp(decoder, codes, x, likelihood, chunk_size=chunk_size) - math.log(codes.shape[0])
 
 
 def grid_log_likelihood(
@@ -186,12 +187,31 @@ def grid_log_likelihood(
     step = (high - low) / num_points
     axis = torch.linspace(low + step / 2, high - step / 2, num_points, dtype=x.dtype, device=x.device)
     grid = torch.cartesian_prod(*[axis] * d).reshape(-1, d)
+    return _decoded_logsumexp(decoder, grid, x, likelihood, log_weight=prior.log_prob) + d * math.log(step)
+
+
+def _decoded_logsumexp(
+    decoder: Callable[[torch.Tensor], torch.Tensor],
+    points: torch.Tensor,
+    x: torch.Tensor,
+    likelihood: Likelihood,
+    *,
+    log_weight: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    """``logsumexp_m [log_weight(z_m) + log p(x_n | f(z_m))]`` per row ``n`` of ``x`` over the
+    latent ``points`` ``z_m``, without gradients. The decoder runs on ``chunk_size`` points at a
+    time (default: ``2^24 / max(len(x), D)``, so that a chunk's pairwise matrix and decoded
+    outputs stay under 2^24 entries), each once, and the running sum is updated by ``logaddexp``."""
+    chunks = points.split(chunk_size) if chunk_size else row_chunks(points, 2**24, row_size=max(len(x), x.shape[1]))
     total = torch.full((len(x),), -math.inf, dtype=x.dtype, device=x.device)
-    with torch.no_grad():  # grid chunks of 2^24 / max(len(x), D) points: bounded memory, one pass over x each
-        for chunk in row_chunks(grid, 2**24, row_size=max(len(x), x.shape[1])):
-            log_lik = likelihood.pairwise_log_prob(x, decoder(chunk))  # (len(x), len(chunk))
-            total = torch.logaddexp(total, (prior.log_prob(chunk) + log_lik).logsumexp(-1))
-    return total + d * math.log(step)
+    with torch.no_grad():
+        for chunk in chunks:
+            terms = likelihood.pairwise_log_prob(x, decoder(chunk))  # (len(x), len(chunk))
+            if log_weight is not None:
+                terms = terms + log_weight(chunk)
+            total = torch.logaddexp(total, terms.logsumexp(-1))
+    return total
 
 
 class StableEstimate(NamedTuple):

@@ -9,6 +9,7 @@ from toy_models import Empirical
 
 from pyro_mapa import MAPA_ELBO, MAPAGuide, MAPAPosterior, decode
 from pyro_mapa.evaluation import empirical_log_likelihood, importance_log_likelihood
+from pyro_mapa.models import BernoulliLikelihood
 from pyro_mapa.models.counting import PassCounter
 
 N, D, d, SIGMA = 8, 4, 2, 0.5
@@ -71,6 +72,25 @@ def test_empirical_log_likelihood_is_the_exact_bound(float64):
     loss = MAPA_ELBO(num_neighbors=problem.N, num_samples=0).loss(problem.model, guide, problem.data)
     value = empirical_log_likelihood(problem.net, pyro.param("codes"), problem.data, problem.sigma, chunk_size=7)
     assert value.sum().item() == pytest.approx(-loss, abs=1e-8)
+
+
+@pytest.mark.parametrize("chunk_size", [None, 1, 7, 37, 100])
+def test_empirical_log_likelihood_decodes_each_code_once_in_chunks_and_equals_brute_force(float64, chunk_size):
+    g = torch.Generator().manual_seed(1)
+    codes, x = torch.randn(37, 3, generator=g), torch.bernoulli(torch.full((5, 20), 0.3), generator=g)
+    net, seen = torch.nn.Linear(3, 20), []
+    net.register_forward_hook(lambda module, inputs, output: seen.append(len(inputs[0])))
+    with torch.no_grad():  # torch's Bernoulli on every (point, code) pair, one logsumexp
+        expected = dist.Bernoulli(logits=net(codes)).log_prob(x[:, None]).sum(-1).logsumexp(-1) - torch.log(torch.tensor(37.0))
+    seen.clear()
+    value = empirical_log_likelihood(net, codes, x, BernoulliLikelihood(), chunk_size=chunk_size)
+    assert torch.allclose(value, expected, atol=1e-10)
+    assert sum(seen) == 37 and max(seen) <= (chunk_size or 37)
+
+
+def test_empirical_log_likelihood_refuses_a_bad_chunk_size():
+    with pytest.raises(ValueError, match="chunk_size"):
+        empirical_log_likelihood(torch.nn.Linear(1, 2), torch.zeros(3, 1), torch.zeros(2, 2), 0.5, chunk_size=0)
 
 
 def test_decode_equals_the_decoder_on_gathered_codes_and_counts_distinct_indices():

@@ -212,6 +212,19 @@ def test_a_custom_distance_with_infinite_values_is_refused(bad):
         MAPAPosterior.fit(torch.randn(20, 2), likelihood="custom", distance=distance, bandwidth="auto", num_cached=3)
 
 
+@pytest.mark.parametrize("family", ["gaussian", "gmm"])
+def test_fit_prior_names_codes_too_large_for_their_dtype(family):
+    from pyro_mapa import fit_prior
+
+    codes = 1e30 * torch.randn(200, 2, generator=torch.Generator().manual_seed(0))  # squares overflow float32
+    largest = f"{codes.abs().max().item():.3g}".replace("+", "\\+")
+    with pytest.raises(ValueError, match=f"largest \\|code\\| is {largest}, too large for torch.float32.*diverge"
+                       ) as excinfo:
+        fit_prior(codes, family, num_components=2)
+    assert raised_by_us(excinfo)
+    assert fit_prior(codes.double(), family, num_components=2).event_shape == (2,)  # float64 holds them
+
+
 def test_empirical_log_likelihood_names_a_bad_sigma():
     from pyro_mapa.evaluation import empirical_log_likelihood
 

@@ -36,7 +36,19 @@ def _gaussian(codes: torch.Tensor, widening: torch.Tensor | float) -> dist.Distr
     centred = codes - mean
     cov = centred.T @ centred / len(codes)
     cov = cov + 1e-6 * cov.diagonal().mean() * torch.eye(len(mean), dtype=codes.dtype, device=codes.device)
-    return dist.MultivariateNormal(mean, covariance_matrix=cov + widening)
+    return _normal(mean, cov + widening, codes)
+
+
+def _normal(loc: torch.Tensor, cov: torch.Tensor, codes: torch.Tensor) -> dist.MultivariateNormal:
+    """``MultivariateNormal(loc, cov)``, or an error that names the codes when the fitted covariance
+    is no finite positive-definite matrix (codes so large that their squares overflow: a training
+    run that diverged), instead of torch's constraint message."""
+    if not (loc.isfinite().all() and cov.isfinite().all() and (torch.linalg.cholesky_ex(cov).info == 0).all()):
+        raise ValueError(
+            f"the codes' fitted covariance is not a finite positive-definite matrix: the largest |code| is "
+            f"{codes.abs().max().item():.3g}, too large for {codes.dtype} (did training diverge? try a lower learning rate)"
+        )
+    return dist.MultivariateNormal(loc, covariance_matrix=cov)
 
 
 def _gmm(codes: torch.Tensor, num_components: int, seed: int, widening: torch.Tensor | float) -> dist.Distribution:
@@ -48,7 +60,7 @@ def _gmm(codes: torch.Tensor, num_components: int, seed: int, widening: torch.Te
     def tensor(a):
         return torch.as_tensor(a, dtype=codes.dtype, device=codes.device)
 
-    components = dist.MultivariateNormal(tensor(gmm.means_), covariance_matrix=tensor(gmm.covariances_) + widening)
+    components = _normal(tensor(gmm.means_), tensor(gmm.covariances_) + widening, codes)
     return dist.MixtureSameFamily(dist.Categorical(probs=tensor(gmm.weights_)), components)
 
 

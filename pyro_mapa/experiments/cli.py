@@ -9,6 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..datasets import SYNTHETIC_DATASETS
+from ..trainer.pipeline import CODE_OPTIMIZERS, PRIOR_FAMILIES
 from .split import DATASETS
 
 __all__ = ["DEFAULT_METHODS", "main"]
@@ -93,14 +94,14 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=_count(1), default=10)
     train.add_argument("--batch-size", type=_count(1), default=100, help="points per step and process")
     train.add_argument("--lr", type=float, default=1e-3)
-    train.add_argument("--prior", choices=["gaussian", "gmm", "flow"], default="gmm")
+    train.add_argument("--prior", choices=PRIOR_FAMILIES, default="gmm")
     train.add_argument("--components", type=_count(1), default=10, help="the mixture's components, for --prior gmm")
     train.add_argument("--shared-draws", action="store_true",
                        help="a batch's points share their uncached draws: fewer codes decoded per step, the same bound")
     train.add_argument("--search", choices=["exact", "faiss"], default="exact", help="the cache's neighbour search")
     train.add_argument("--code-gradients", choices=["rows", "dense"], default="rows",
                        help="under torchrun: send the codes' touched rows, or their whole gradient")
-    train.add_argument("--code-optimizer", choices=["adam", "sparse-adam"], default="adam",
+    train.add_argument("--code-optimizer", choices=CODE_OPTIMIZERS, default="adam",
                        help="Adam on every code each step, or SparseAdam on the rows a step decoded (for millions of points)")
     train.add_argument("--code-noise", type=float, default=0.0, metavar="TAU",
                        help="decode each code with N(0, TAU^2 I) noise in training; the prior is widened by it")

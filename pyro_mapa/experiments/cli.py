@@ -56,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--num-train", type=int, help="training points (synthetic sets: 1,000; fashion-mnist: 50,000)")
     compare.add_argument("--num-val", type=int, help="validation points scored at checkpoints (fashion-mnist: 1,000)")
     compare.add_argument("--num-test", type=int, help="test points (fashion-mnist: the first 2,000)")
+    compare.add_argument("--binarization", choices=["static", "dynamic"], default="static",
+                         help="fashion-mnist: train on one fixed draw of the images, or on a fresh draw at every step")
     compare.add_argument("--batch-size", type=int, default=100)
     compare.add_argument("--checkpoints", type=int, default=20, help="checkpoints per run (scored on validation)")
     compare.add_argument("--no-checkpoint-test", action="store_true",
@@ -125,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "train" and args.validate_every is not None and args.val is None:
         parser.error("--validate-every needs --val (the held-out rows to score)")
+    if args.command == "compare" and args.binarization == "dynamic" and (args.data or args.dataset != "fashion-mnist"):
+        parser.error("--binarization dynamic draws fashion-mnist's grey levels afresh: it needs --dataset fashion-mnist")
     if args.command == "score":
         return _score(args)
     progress = False if args.quiet else None
@@ -155,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                             hidden=args.hidden or 50)
     else:
         split = load_split(args.dataset, args.num_train, args.seeds[0], latent_dim=args.latent_dim, hidden=args.hidden,
-                           num_val=args.num_val, num_test=args.num_test)
+                           num_val=args.num_val, num_test=args.num_test, binarization=args.binarization)
     scorer = args.scorer if args.scorer != "auto" else ("encoder" if split.train.shape[1] > 64 else "laplace")
     split, runs, tuning = run_comparison(
         split, methods, args.seeds, args.budget, learning_rates=tuple(args.lr), progress=progress,

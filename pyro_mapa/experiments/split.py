@@ -32,6 +32,11 @@ class Split:
     :param hidden: ``H``, the width of the decoder's (and encoder's) two hidden layers.
     :param true_test: the true model's test log-likelihood, where known.
     :param notes: how the split was made (recorded in ``results.json``).
+    :param train_probs: for *dynamic* binarization, the training points' grey levels in
+        ``[0, 1]`` (``N x D``, the probability of each 1): every training step then observes a
+        fresh Bernoulli draw of its points (:meth:`train_batch`), while ``train`` stays one
+        fixed draw for what needs fixed data (MAPA's cache, the codes' start, the scorer).
+        ``None``: static, every step observes ``train``.
     """
 
     name: str
@@ -43,6 +48,20 @@ class Split:
     true_test: float | None = None
     hidden: int = 50
     notes: dict = field(default_factory=dict)
+    train_probs: torch.Tensor | None = None
+
+    def __post_init__(self):
+        probs = self.train_probs
+        if probs is not None and (probs.shape != self.train.shape or not ((probs >= 0) & (probs <= 1)).all()):
+            raise ValueError(f"train_probs must hold a probability in [0, 1] for each entry of train "
+                             f"{tuple(self.train.shape)}, got shape {tuple(probs.shape)}")
+        if probs is not None and not self.likelihood.binary:
+            raise ValueError("dynamic binarization (train_probs) needs a Bernoulli likelihood")
+
+    def train_batch(self, idx: torch.Tensor) -> torch.Tensor:
+        """The training points ``idx`` as a training step observes them: ``train[idx]``, or
+        with dynamic binarization a fresh draw ``x ~ Bernoulli(train_probs[idx])``."""
+        return self.train[idx] if self.train_probs is None else torch.bernoulli(self.train_probs[idx])
 
     @property
     def sigma(self) -> float | None:
@@ -51,8 +70,9 @@ class Split:
 
     def describe(self) -> str:
         """One line: the data set, its size, the likelihood and the model's shape."""
+        dynamic = ", dynamic binarization" if self.train_probs is not None else ""
         return (
-            f"{self.name}: N = {len(self.train)}, D = {self.train.shape[1]}, {_describe(self.likelihood)}, "
+            f"{self.name}: N = {len(self.train)}, D = {self.train.shape[1]}, {_describe(self.likelihood)}{dynamic}, "
             f"latent {self.latent_dim}, hidden {self.hidden} x 2"
         )
 
@@ -70,6 +90,7 @@ def load_split(
     hidden: int | None = None,
     num_val: int | None = None,
     num_test: int | None = None,
+    binarization: str = "static",
 ) -> Split:
     """A built-in data set, split.
 
@@ -83,17 +104,26 @@ def load_split(
       first ``num_train`` of the 50,000 training images (default all), the first ``num_val``
       of the 10,000 validation images (default 1,000: they choose the checkpoint) and the first
       ``num_test`` of the 10,000 test images (default 2,000, a fixed subset scored with its
-      standard error).
+      standard error). ``binarization="dynamic"``: the training steps observe a fresh draw
+      of their images each time (:attr:`Split.train_probs`, the published protocol's *dynamic
+      binarization*); validation and test images stay the fixed draw.
 
     ``latent_dim`` and ``hidden`` override the set's defaults.
     """
+    if binarization not in ("static", "dynamic"):
+        raise ValueError(f"binarization must be 'static' or 'dynamic', got {binarization!r}")
+    if binarization == "dynamic" and name != "fashion-mnist":
+        raise ValueError(f"dynamic binarization applies to fashion-mnist's grey levels, not {name!r}")
     if name == "fashion-mnist":
         images = load_fashion_mnist(seed=seed)
         num_train, num_val, num_test = num_train or 50_000, num_val or 1_000, num_test or 2_000
         _check_sizes(name, (num_train, num_val, num_test), (50_000, 10_000, 10_000))
+        probs = load_fashion_mnist(binarize=None).train[:num_train] if binarization == "dynamic" else None
         split = Split(name, images.train[:num_train], images.val[:num_val], images.test[:num_test],
-                      BernoulliLikelihood(), 40, hidden=300)
-        split.notes = {"binarization": f"stochastic, seed {seed}", "train": f"the first {num_train} of 50,000",
+                      BernoulliLikelihood(), 40, hidden=300, train_probs=probs)
+        drawn = "training images drawn afresh at every step; validation and test " * (binarization == "dynamic")
+        split.notes = {"binarization": f"{binarization}: {drawn}stochastic, seed {seed}",
+                       "train": f"the first {num_train} of 50,000",
                        "val": f"the first {num_val} of 10,000", "test": f"the first {num_test} of 10,000"}
     elif name == "digits":
         if num_train not in (None, 1000) or num_val or num_test:

@@ -256,7 +256,7 @@ def _train_with_checkpoints(
         model, guide = warmup(model), warmup(guide)
     decoder_passes = PassCounter(decoder)  # attached after every guide's set-up: only training passes count
     encoder_passes = PassCounter(encoder) if encoder is not None else None
-    train, num_points = split.train, len(split.train)
+    num_points = len(split.train)
     svi = SVI(model, guide, Adam({"lr": lr}), loss=loss)
     best_state = {}
     next_checkpoint, elapsed = budget / num_checkpoints, 0.0
@@ -270,7 +270,7 @@ def _train_with_checkpoints(
             warmup.set_progress(decoder_passes.count)
         start = time.perf_counter()
         with poutine.scale(scale=weights) if weights is not None else nullcontext():
-            svi.step(train[idx], idx)
+            svi.step(split.train_batch(idx), idx)  # a fresh draw of the images under dynamic binarization
         elapsed += time.perf_counter() - start
         result.steps += 1
         bar.update(min(decoder_passes.count, budget) - bar.n)

@@ -19,7 +19,9 @@ proposal is ``--scorer``'s, the same for every method (default: an encoder fitte
 trained model's posterior, ``pyro_mapa.evaluation.EncoderProposal``); parts are kept per
 scorer, under ``--out/<scorer>/budget<B>/``. ``--binarization dynamic`` trains every method on a
 fresh draw of its images at each step (the published protocol's dynamic binarization; validation
-and test images stay the fixed draw), its parts under ``--out/<scorer>/budget<B>-dynamic/``.
+and test images stay the fixed draw), its parts under ``--out/<scorer>/budget<B>-dynamic/``;
+``--layers gated`` gives the decoder and the encoders gated hidden layers (the published
+networks'), parts under ``budget<B>[-dynamic]-gated/``.
 
     python benchmarks/fashion_mnist.py run --budget 2000000 --seeds 0 \\
         --methods vae iwae-5 iwae-50 autodelta mapa-1-10 mapa-5-10 exact
@@ -67,13 +69,15 @@ def _commit() -> str:
 
 def _folder(args) -> Path:
     dynamic = "-dynamic" if args.binarization == "dynamic" else ""
-    return args.out / args.scorer / f"budget{args.budget}{dynamic}"
+    gated = "-gated" if args.layers == "gated" else ""
+    return args.out / args.scorer / f"budget{args.budget}{dynamic}{gated}"
 
 
 def run(args) -> None:
     folder = _folder(args)
     folder.mkdir(parents=True, exist_ok=True)
-    split = load_split("fashion-mnist", num_val=args.num_val, num_test=args.num_test, binarization=args.binarization)
+    split = load_split("fashion-mnist", num_val=args.num_val, num_test=args.num_test, binarization=args.binarization,
+                       layers=args.layers)
     commit = _commit()  # the code this process runs, whatever is committed while it does
     for seed in args.seeds:
         for method in args.methods:
@@ -118,7 +122,7 @@ def report(args) -> None:
         r.method += (f" lr={r.lr:g}" if r.lr != DEFAULT_LR else "") + (
             f" warm-up={r.kl_warmup:,}" if r.kl_warmup else "")
     split = load_split("fashion-mnist", num_val=records[0]["settings"]["num_val"],
-                       num_test=records[0]["settings"]["num_test"], binarization=args.binarization)
+                       num_test=records[0]["settings"]["num_test"], binarization=args.binarization, layers=args.layers)
     print(summary_table(split, runs))
     print(f"machine: {records[0]['machine']}; dates {sorted({r['date'] for r in records})}; "
           f"commits {sorted({r['commit'] for r in records})}")
@@ -137,6 +141,8 @@ def main() -> None:
         sub.add_argument("--scorer", choices=["laplace", "encoder"], default="encoder")
         sub.add_argument("--binarization", choices=["static", "dynamic"], default="static",
                          help="dynamic: every step trains on a fresh draw of its images (parts under budget<B>-dynamic/)")
+        sub.add_argument("--layers", choices=["tanh", "gated"], default="tanh",
+                         help="gated: the published networks' gated hidden layers (parts under budget<B>[-dynamic]-gated/)")
     run_parser = commands.choices["run"]
     run_parser.add_argument("--methods", nargs="+", default=METHODS)
     run_parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

@@ -9,6 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..datasets import SYNTHETIC_DATASETS
+from ..models import LAYERS
 from ..trainer.pipeline import CODE_OPTIMIZERS, PRIOR_FAMILIES
 from .split import DATASETS
 
@@ -56,6 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--num-train", type=int, help="training points (synthetic sets: 1,000; fashion-mnist: 50,000)")
     compare.add_argument("--num-val", type=int, help="validation points scored at checkpoints (fashion-mnist: 1,000)")
     compare.add_argument("--num-test", type=int, help="test points (fashion-mnist: the first 2,000)")
+    compare.add_argument("--layers", choices=LAYERS, default="tanh",
+                         help="the decoder's and encoder's hidden layers: tanh, or gated (the published networks')")
     compare.add_argument("--binarization", choices=["static", "dynamic"], default="static",
                          help="fashion-mnist: train on one fixed draw of the images, or on a fresh draw at every step")
     compare.add_argument("--batch-size", type=int, default=100)
@@ -156,10 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.data is not None:
         likelihood = BernoulliLikelihood() if args.likelihood == "bernoulli" else NormalLikelihood(args.sigma)
         split = split_array(args.data, likelihood, args.seeds[0], latent_dim=args.latent_dim or 2,
-                            hidden=args.hidden or 50)
+                            hidden=args.hidden or 50, layers=args.layers)
     else:
         split = load_split(args.dataset, args.num_train, args.seeds[0], latent_dim=args.latent_dim, hidden=args.hidden,
-                           num_val=args.num_val, num_test=args.num_test, binarization=args.binarization)
+                           num_val=args.num_val, num_test=args.num_test, binarization=args.binarization, layers=args.layers)
     scorer = args.scorer if args.scorer != "auto" else ("encoder" if split.train.shape[1] > 64 else "laplace")
     split, runs, tuning = run_comparison(
         split, methods, args.seeds, args.budget, learning_rates=tuple(args.lr), progress=progress,

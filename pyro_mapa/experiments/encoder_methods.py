@@ -36,7 +36,7 @@ class VAE(Method):
 
     def setup(self, split, decoder, init_codes):
         (num_points, obs_dim), d = split.train.shape, split.latent_dim
-        encoder = make_encoder(obs_dim, d, split.hidden)
+        encoder = make_encoder(obs_dim, d, split.hidden, split.layers)
         return TrainingSetup(
             vae_model(decoder, split.likelihood, num_points, d), encoder_guide(encoder, num_points), self.loss(), encoder
         )
@@ -93,7 +93,7 @@ class VampPrior(VAE):
 
     def setup(self, split, decoder, init_codes):
         (num_points, obs_dim), d = split.train.shape, split.latent_dim
-        encoder = make_encoder(obs_dim, d, split.hidden)
+        encoder = make_encoder(obs_dim, d, split.hidden, split.layers)
         start = split.train[torch.randint(0, num_points, (self.num_pseudo_inputs,))]
         if split.likelihood.binary:
             start = 0.9 * start + 0.05
@@ -119,7 +119,7 @@ class ExemplarVAE(VAE):
 
     def setup(self, split, decoder, init_codes):
         (num_points, obs_dim), d = split.train.shape, split.latent_dim
-        encoder = make_encoder(obs_dim, d, split.hidden)
+        encoder = make_encoder(obs_dim, d, split.hidden, split.layers)
         cache = MAPAPosterior.fit(split.train, kernel=split.likelihood.cache_kernel(),
                                   num_cached=min(self.num_retrieved + 1, num_points), progress=False)
         model = exemplar_model(decoder, encoder, split.likelihood, split.train, cache.table.index)

@@ -3,7 +3,7 @@ and the shape of the model every method shares."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -15,7 +15,7 @@ from ..datasets import (
     load_fashion_mnist,
     load_synthetic,
 )
-from ..models import BernoulliLikelihood, Likelihood, NormalLikelihood
+from ..models import LAYERS, BernoulliLikelihood, Likelihood, NormalLikelihood
 
 __all__ = ["DATASETS", "Split", "load_split", "split_array"]
 
@@ -30,6 +30,8 @@ class Split:
     :param likelihood: the observation model every method uses.
     :param latent_dim: ``d``, the codes' dimension.
     :param hidden: ``H``, the width of the decoder's (and encoder's) two hidden layers.
+    :param layers: those layers' kind (:data:`~pyro_mapa.models.LAYERS`): ``"tanh"``, or
+        ``"gated"`` (:class:`~pyro_mapa.models.GatedDense`, the published networks').
     :param true_test: the true model's test log-likelihood, where known.
     :param notes: how the split was made (recorded in ``results.json``).
     :param train_probs: for *dynamic* binarization, the training points' grey levels in
@@ -49,8 +51,11 @@ class Split:
     hidden: int = 50
     notes: dict = field(default_factory=dict)
     train_probs: torch.Tensor | None = None
+    layers: str = "tanh"
 
     def __post_init__(self):
+        if self.layers not in LAYERS:
+            raise ValueError(f"layers must be one of {LAYERS}, got {self.layers!r}")
         probs = self.train_probs
         if probs is not None and (probs.shape != self.train.shape or not ((probs >= 0) & (probs <= 1)).all()):
             raise ValueError(f"train_probs must hold a probability in [0, 1] for each entry of train "
@@ -73,7 +78,7 @@ class Split:
         dynamic = ", dynamic binarization" if self.train_probs is not None else ""
         return (
             f"{self.name}: N = {len(self.train)}, D = {self.train.shape[1]}, {_describe(self.likelihood)}{dynamic}, "
-            f"latent {self.latent_dim}, hidden {self.hidden} x 2"
+            f"latent {self.latent_dim}, hidden {self.hidden} x 2{' gated' if self.layers == 'gated' else ''}"
         )
 
 
@@ -91,6 +96,7 @@ def load_split(
     num_val: int | None = None,
     num_test: int | None = None,
     binarization: str = "static",
+    layers: str | None = None,
 ) -> Split:
     """A built-in data set, split.
 
@@ -108,7 +114,7 @@ def load_split(
       of their images each time (:attr:`Split.train_probs`, the published protocol's *dynamic
       binarization*); validation and test images stay the fixed draw.
 
-    ``latent_dim`` and ``hidden`` override the set's defaults.
+    ``latent_dim``, ``hidden`` and ``layers`` (``"tanh"`` for every set) override the set's defaults.
     """
     if binarization not in ("static", "dynamic"):
         raise ValueError(f"binarization must be 'static' or 'dynamic', got {binarization!r}")
@@ -139,8 +145,8 @@ def load_split(
                       data.log_likelihood(test).mean().item())
     else:
         raise ValueError(f"unknown data set {name!r}; choose from {DATASETS}")
-    split.latent_dim, split.hidden = latent_dim or split.latent_dim, hidden or split.hidden
-    return split
+    return replace(split, latent_dim=latent_dim or split.latent_dim, hidden=hidden or split.hidden,
+                   layers=layers or split.layers)  # checked again by Split
 
 
 def split_array(
@@ -151,6 +157,7 @@ def split_array(
     fractions: tuple[float, float] = (0.1, 0.1),
     latent_dim: int = 2,
     hidden: int = 50,
+    layers: str = "tanh",
 ) -> Split:
     """A user's ``N x D`` array (:func:`~pyro_mapa.datasets.load_array`) shuffled by ``seed``
     and split into validation and test fractions (10% each by default) and the rest for
@@ -164,7 +171,7 @@ def split_array(
     x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))]
     train, val, test = x[num_val + num_test :], x[:num_val], x[num_val : num_val + num_test]
     notes = {"source": str(path), "permutation seed": seed, "sizes (train, val, test)": [len(train), num_val, num_test]}
-    return Split(Path(path).stem, train, val, test, likelihood, latent_dim, hidden=hidden, notes=notes)
+    return Split(Path(path).stem, train, val, test, likelihood, latent_dim, hidden=hidden, notes=notes, layers=layers)
 
 
 def _check_sizes(name: str, sizes: tuple[int, ...], limits: tuple[int, ...]) -> None:

@@ -177,7 +177,7 @@ def train_and_score(
     pyro.set_rng_seed(seed)
     pyro.clear_param_store()
     train, likelihood, d = split.train, split.likelihood, split.latent_dim
-    decoder = make_decoder(d, train.shape[1], split.hidden)
+    decoder = make_decoder(d, train.shape[1], split.hidden, split.layers)
     clock = time.perf_counter()
     setup = build_method(method, split, decoder, code_init)
     result = RunResult(method=method.label, seed=seed, lr=lr, kl_warmup=kl_warmup,

@@ -12,13 +12,15 @@ from .likelihoods import (
     NormalLikelihood,
     as_likelihood,
 )
-from .networks import make_decoder, make_encoder
+from .networks import LAYERS, GatedDense, make_decoder, make_encoder
 from .priors import fit_prior
 
 __all__ = [
     "BernoulliLikelihood",
+    "LAYERS",
     "EmpiricalModel",
     "ExemplarMixture",
+    "GatedDense",
     "GatheredBernoulli",
     "GatheredNormal",
     "Likelihood",

@@ -82,17 +82,17 @@ def test_the_command_line_refuses_dynamic_binarization_off_fashion_mnist(argv, c
     assert "needs --dataset fashion-mnist" in capsys.readouterr().err
 
 
-def test_the_comparison_runs_on_fashion_mnist_with_dynamic_binarization(tmp_path):
+def test_the_comparison_runs_on_fashion_mnist_with_the_published_protocol(tmp_path):  # dynamic, gated
     import json
     import math
 
     from pyro_mapa.experiments.cli import main
 
-    main(["compare", "--dataset", "fashion-mnist", "--binarization", "dynamic", "--num-train", "200", "--num-val", "20",
+    main(["compare", "--dataset", "fashion-mnist", "--binarization", "dynamic", "--layers", "gated", "--num-train", "200", "--num-val", "20",
           "--num-test", "20", "--budget", "2000", "--methods", "vae", "mapa-1-10", "--seeds", "0", "--checkpoints", "2",
           "--eval-particles", "10", "--test-particles", "20", "--max-test-particles", "20", "--scorer-fit-steps", "20",
           "--quiet", "--out", str(tmp_path)])
     record = json.loads((tmp_path / "results.json").read_text())
-    assert "dynamic binarization" in record["split"]
+    assert "dynamic binarization" in record["split"] and record["split"].endswith("hidden 300 x 2 gated")
     assert [run["method"] for run in record["runs"]] == ["vae", "mapa-1-10"]
     assert all(math.isfinite(run["test_ll"]) and run["total_passes"] >= 2000 for run in record["runs"])

@@ -94,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--sigma", type=float, default=0.1, help="the Gaussian's fixed sigma")
     train.add_argument("--latent-dim", type=_count(1), default=2)
     train.add_argument("--hidden", type=_count(1), default=50, help="width of the decoder's two hidden layers")
+    train.add_argument("--layers", choices=LAYERS, default="tanh", help="the decoder's hidden layers: tanh or gated")
     train.add_argument("--neighbors", type=_count(1), default=5, help="K, neighbours summed exactly")
     train.add_argument("--samples", type=_count(0), default=10, help="S, draws from the proposal")
     train.add_argument("--epochs", type=_count(1), default=10)
@@ -209,7 +210,8 @@ def _train(args: argparse.Namespace, out: Path, progress: bool | None) -> int:
         data = load_array(args.data)
         validation = None if args.val is None else load_array(args.val)
         model = train_mapa(
-            data, likelihood, latent_dim=args.latent_dim, hidden=args.hidden, num_neighbors=args.neighbors,
+            data, likelihood, latent_dim=args.latent_dim, hidden=args.hidden, layers=args.layers,
+            num_neighbors=args.neighbors,
             num_samples=args.samples, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, prior=args.prior,
             num_components=args.components, shared_draws=args.shared_draws,
             cache=out / "cache.pt", search=args.search, code_gradients=args.code_gradients, code_optimizer=args.code_optimizer,

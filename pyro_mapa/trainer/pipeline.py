@@ -25,6 +25,7 @@ from ..cache import Kernel, MAPAPosterior
 from ..evaluation import empirical_log_likelihood
 from ..infer import MAPA_ELBO, MAPAGuide
 from ..models import (
+    LAYERS,
     EmpiricalModel,
     Likelihood,
     as_likelihood,
@@ -55,6 +56,7 @@ class _Settings:
 
     latent_dim: int
     hidden: int
+    layers: str
     num_neighbors: int
     num_samples: int
     epochs: int
@@ -84,6 +86,8 @@ class _Settings:
         if self.batch_size * world > num_points:
             raise ValueError(f"batch_size={self.batch_size} on {world} process(es) needs at least "
                              f"{self.batch_size * world} points, got N={num_points}")
+        if self.layers not in LAYERS:
+            raise ValueError(f"layers must be one of {LAYERS}, got {self.layers!r}")
         if self.prior not in PRIOR_FAMILIES:
             raise ValueError(f"prior must be one of {PRIOR_FAMILIES}, got {self.prior!r}")
         check_code_noise(self.code_noise, prior_family=self.prior)
@@ -139,6 +143,7 @@ def train_mapa(
     *,
     latent_dim: int = 2,
     hidden: int = 50,
+    layers: str = "tanh",
     num_neighbors: int = 5,
     num_samples: int = 10,
     epochs: int = 10,
@@ -169,6 +174,8 @@ def train_mapa(
 
     :param likelihood: a :class:`~pyro_mapa.models.Likelihood` (``BernoulliLikelihood()`` for
         binary data) or a Gaussian's ``sigma``; its :meth:`cache_kernel` builds the cache.
+    :param hidden: the width of the decoder's two hidden layers; :param layers: their kind,
+        ``"tanh"`` or ``"gated"`` (:func:`~pyro_mapa.models.make_decoder`).
     :param num_neighbors: ``K``; :param num_samples: ``S`` (:class:`~pyro_mapa.MAPA_ELBO`).
     :param prior: the family fitted to the codes (:func:`~pyro_mapa.fit_prior`).
     :param num_components: the mixture's components, for ``prior="gmm"``.
@@ -210,7 +217,7 @@ def train_mapa(
     elif validate_every != 1:
         raise ValueError(f"validate_every={validate_every} needs validation rows to score")
     rank, world = process_group_size()
-    settings = _Settings(latent_dim, hidden, num_neighbors, num_samples, epochs, batch_size, lr, prior, num_components,
+    settings = _Settings(latent_dim, hidden, layers, num_neighbors, num_samples, epochs, batch_size, lr, prior, num_components,
                          shared_draws, search, code_gradients, code_optimizer, code_noise, validate_every, seed)
     settings.check(*data.shape, world)
     device = _device(device, data)
@@ -274,7 +281,7 @@ def _train(data: torch.Tensor, validation: torch.Tensor | None, likelihood: Like
                        posterior_path, settings.search, show)
     timings["cache_seconds"] = time.perf_counter() - clock
     torch.manual_seed(settings.seed)  # the same decoder on every rank (DDP also broadcasts rank 0's)
-    model = EmpiricalModel(make_decoder(settings.latent_dim, obs_dim, settings.hidden).to(device, data.dtype),
+    model = EmpiricalModel(make_decoder(settings.latent_dim, obs_dim, settings.hidden, settings.layers).to(device, data.dtype),
                            pca_codes(data, settings.latent_dim), likelihood,
                            sparse=settings.code_optimizer == "sparse-adam", code_noise=settings.code_noise)
     guide = MAPAGuide(model, posterior, shared_tail=settings.shared_draws,
@@ -306,7 +313,7 @@ def _train(data: torch.Tensor, validation: torch.Tensor | None, likelihood: Like
     timings["train_seconds"] = time.perf_counter() - clock - validation_seconds
     passes.remove()
     # a plain module, as a load gives
-    decoder = make_decoder(settings.latent_dim, obs_dim, settings.hidden).to(device, data.dtype)
+    decoder = make_decoder(settings.latent_dim, obs_dim, settings.hidden, settings.layers).to(device, data.dtype)
     if best is None:
         codes = model.codes.detach()
         decoder.load_state_dict(model.decoder.state_dict())

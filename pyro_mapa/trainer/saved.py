@@ -43,7 +43,7 @@ class TrainedModel:
     generates new data; the empiricalized model ``i ~ Categorical(N)``, ``x ~ p(x | f(z_i))``
     is what MAPA trained, and scores new data exactly (:meth:`log_likelihood`).
 
-    :param decoder: the network ``make_decoder(latent_dim, D, hidden)``.
+    :param decoder: the network ``make_decoder(latent_dim, D, hidden, layers)``.
     :param codes: the training points' codes, ``N x d``.
     :param likelihood: the observation model.
     :param prior: the prior fitted to the codes (:func:`~pyro_mapa.fit_prior`).
@@ -99,7 +99,9 @@ class TrainedModel:
         try:
             likelihood = _likelihood_from_settings(settings)
             codes = tensors["codes"]
-            decoder = make_decoder(codes.shape[1], settings["obs_dim"], settings["hidden"]).to(codes.dtype)
+            # files written before the layers were a setting hold a tanh decoder
+            decoder = make_decoder(codes.shape[1], settings["obs_dim"], settings["hidden"],
+                                   settings.get("layers", "tanh")).to(codes.dtype)
             decoder.load_state_dict({k[len("decoder."):]: v for k, v in tensors.items() if k.startswith("decoder.")})
             prior = prior_from_tensors(settings.pop("prior_family"),
                                        {k[len("prior."):]: v for k, v in tensors.items() if k.startswith("prior.")})

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from pyro_mapa.evaluation import empirical_log_likelihood
-from pyro_mapa.models import BernoulliLikelihood, NormalLikelihood
+from pyro_mapa.models import BernoulliLikelihood, GatedDense, NormalLikelihood
 from pyro_mapa.trainer import TrainedModel, train_mapa
 
 
@@ -168,6 +168,7 @@ def test_a_cache_of_this_data_but_other_settings_is_refused(trained):
 
 @pytest.mark.parametrize("settings, message", [
     ({"prior": "gmmx"}, "prior must be one of"),
+    ({"layers": "relu"}, "layers must be one of"),
     ({"num_components": 700}, "num_components=700 is larger"),
     ({"num_neighbors": 601}, "num_neighbors K=601 is larger than the number of points N=600"),
     ({"batch_size": 601}, "needs at least 601 points"),
@@ -212,6 +213,18 @@ def test_shared_draws_train_too_on_fewer_decoded_codes(trained, untrained_score)
     # per batch, of K + S = 15 draws per row (measured: 0.94 times the passes; 1 if ignored)
     assert shared.settings["decoder_passes"] < 0.97 * model.settings["decoder_passes"]
     assert shared.log_likelihood(data).mean() > untrained_score + 0.5
+
+
+def test_a_gated_decoder_trains_saves_and_loads(tmp_path, untrained_score):
+    data = binary_data()
+    model = train_mapa(data, BernoulliLikelihood(), latent_dim=2, hidden=16, layers="gated", epochs=4, batch_size=50,
+                       lr=1e-2, progress=False)
+    assert isinstance(model.decoder[0], GatedDense) and model.settings["layers"] == "gated"
+    assert model.log_likelihood(data).mean() > untrained_score + 0.5  # it trains
+    model.save(tmp_path / "model.pt")
+    loaded = TrainedModel.load(tmp_path / "model.pt", data)
+    assert isinstance(loaded.decoder[0], GatedDense)
+    assert torch.equal(loaded.log_likelihood(data), model.log_likelihood(data))
 
 
 def overfitting_run(**settings):

@@ -43,12 +43,14 @@ import torch
 
 from pyro_mapa._files import atomic_file
 from pyro_mapa.experiments import (
+    BINARIZATIONS,
     RunResult,
     load_split,
     plot_curves,
     summary_table,
     train_and_score,
 )
+from pyro_mapa.models import LAYERS
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "fashion-mnist"
 #: Adam's learning rate of every method unless ``--lr`` says otherwise (parts at another rate are
@@ -139,9 +141,9 @@ def main() -> None:
         sub.add_argument("--budget", type=int, required=True, help="decoder passes per run")
         sub.add_argument("--out", type=Path, default=DEFAULT_OUT)
         sub.add_argument("--scorer", choices=["laplace", "encoder"], default="encoder")
-        sub.add_argument("--binarization", choices=["static", "dynamic"], default="static",
+        sub.add_argument("--binarization", choices=BINARIZATIONS, default="static",
                          help="dynamic: every step trains on a fresh draw of its images (parts under budget<B>-dynamic/)")
-        sub.add_argument("--layers", choices=["tanh", "gated"], default="tanh",
+        sub.add_argument("--layers", choices=LAYERS, default="tanh",
                          help="gated: the published networks' gated hidden layers (parts under budget<B>[-dynamic]-gated/)")
     run_parser = commands.choices["run"]
     run_parser.add_argument("--methods", nargs="+", default=METHODS)

@@ -218,11 +218,19 @@ def test_fit_prior_names_codes_too_large_for_their_dtype(family):
 
     codes = 1e30 * torch.randn(200, 2, generator=torch.Generator().manual_seed(0))  # squares overflow float32
     largest = f"{codes.abs().max().item():.3g}".replace("+", "\\+")
-    with pytest.raises(ValueError, match=f"largest \\|code\\| is {largest}, too large for torch.float32.*diverge"
+    with pytest.raises(ValueError, match=f"overflows torch.float32: the largest \\|code\\| is {largest}.*diverge"
                        ) as excinfo:
         fit_prior(codes, family, num_components=2)
     assert raised_by_us(excinfo)
     assert fit_prior(codes.double(), family, num_components=2).event_shape == (2,)  # float64 holds them
+
+
+def test_fit_prior_names_codes_that_span_too_few_directions():
+    from pyro_mapa import fit_prior
+
+    with pytest.raises(ValueError, match="not positive-definite in torch.float32.*span fewer directions") as excinfo:
+        fit_prior(torch.ones(50, 2), "gaussian")  # all codes equal: a zero covariance
+    assert raised_by_us(excinfo)
 
 
 def test_empirical_log_likelihood_names_a_bad_sigma():

@@ -39,6 +39,11 @@ __all__ = [
 ]
 
 
+#: Entries of a chunk's pairwise log-likelihoods (and of its decoded outputs) in the exact sums
+#: over codes or grid points (:func:`empirical_log_likelihood`, :func:`grid_log_likelihood`).
+DECODE_ENTRIES = 2**24
+
+
 class LogLikelihood(NamedTuple):
     """Per-datapoint estimates of ``log p(x_n)``, their standard errors (nats), and the
     effective sample size ``(sum w)^2 / sum w^2`` of each point's weights (``None`` where not
@@ -203,7 +208,7 @@ def _decoded_logsumexp(
     latent ``points`` ``z_m``, without gradients. The decoder runs on ``chunk_size`` points at a
     time (default: ``2^24 / max(len(x), D)``, so that a chunk's pairwise matrix and decoded
     outputs stay under 2^24 entries), each once, and the running sum is updated by ``logaddexp``."""
-    chunks = points.split(chunk_size) if chunk_size else row_chunks(points, 2**24, row_size=max(len(x), x.shape[1]))
+    chunks = points.split(chunk_size) if chunk_size else row_chunks(points, DECODE_ENTRIES, row_size=max(len(x), x.shape[1]))
     total = torch.full((len(x),), -math.inf, dtype=x.dtype, device=x.device)
     with torch.no_grad():
         for chunk in chunks:

@@ -5,10 +5,11 @@ one split and one budget of decoder passes (docs/math.md, section 8), the demo, 
 from .compare import run_comparison
 from .methods import METHODS, Method, TrainingSetup, build_method, parse_method
 from .report import plot_curves, summary_table
-from .split import Split, load_split
+from .split import BINARIZATIONS, Split, load_split
 from .training import RunResult, restore_params, snapshot_params, train_and_score
 
 __all__ = [
+    "BINARIZATIONS",
     "METHODS",
     "Method",
     "RunResult",

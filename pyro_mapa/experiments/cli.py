@@ -9,9 +9,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..datasets import SYNTHETIC_DATASETS
-from ..models import LAYERS
-from ..trainer.pipeline import CODE_OPTIMIZERS, PRIOR_FAMILIES
-from .split import DATASETS
+from ..models import LAYERS, PRIOR_FAMILIES
+from ..trainer.pipeline import CODE_OPTIMIZERS
+from .split import BINARIZATIONS, DATASETS
 
 __all__ = ["DEFAULT_METHODS", "main"]
 
@@ -59,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--num-test", type=int, help="test points (fashion-mnist: the first 2,000)")
     compare.add_argument("--layers", choices=LAYERS, default="tanh",
                          help="the decoder's and encoder's hidden layers: tanh, or gated (the published networks')")
-    compare.add_argument("--binarization", choices=["static", "dynamic"], default="static",
+    compare.add_argument("--binarization", choices=BINARIZATIONS, default="static",
                          help="fashion-mnist: train on one fixed draw of the images, or on a fresh draw at every step")
     compare.add_argument("--batch-size", type=int, default=100)
     compare.add_argument("--checkpoints", type=int, default=20, help="checkpoints per run (scored on validation)")

@@ -73,7 +73,9 @@ def data_plates(num_points: int) -> Callable:
 
 def set_up_guide(guide: Callable, train: torch.Tensor, num_points: int | None = None) -> Callable:
     """Call a guide that traces the model once, on the first ``num_points`` points (all ``N``
-    by default: an AutoGuide's point ``n`` then starts at its own code)."""
+    by default: an AutoGuide's point ``n`` then starts at its own code). ``train`` is the fixed
+    data (under dynamic binarization, the fixed draw): a :class:`~pyro_mapa.MAPAGuide` checks
+    at this first call that it is the data its cache was built from."""
     idx = torch.arange(len(train) if num_points is None else min(num_points, len(train)))
     guide(train[idx], idx)
     return guide

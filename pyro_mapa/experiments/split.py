@@ -17,10 +17,12 @@ from ..datasets import (
 )
 from ..models import LAYERS, BernoulliLikelihood, Likelihood, NormalLikelihood
 
-__all__ = ["DATASETS", "Split", "load_split", "split_array"]
+__all__ = ["BINARIZATIONS", "DATASETS", "Split", "load_split", "split_array"]
 
 #: The built-in data sets of :func:`load_split`.
 DATASETS = (*SYNTHETIC_DATASETS, "digits", "fashion-mnist")
+#: How :func:`load_split` binarizes fashion-mnist's training images: one fixed draw, or a fresh draw at every step.
+BINARIZATIONS = ("static", "dynamic")
 
 
 @dataclass
@@ -56,12 +58,19 @@ class Split:
     def __post_init__(self):
         if self.layers not in LAYERS:
             raise ValueError(f"layers must be one of {LAYERS}, got {self.layers!r}")
-        probs = self.train_probs
-        if probs is not None and (probs.shape != self.train.shape or not ((probs >= 0) & (probs <= 1)).all()):
-            raise ValueError(f"train_probs must hold a probability in [0, 1] for each entry of train "
-                             f"{tuple(self.train.shape)}, got shape {tuple(probs.shape)}")
-        if probs is not None and not self.likelihood.binary:
+        probs, train = self.train_probs, self.train
+        if probs is None:
+            return
+        if not self.likelihood.binary:
             raise ValueError("dynamic binarization (train_probs) needs a Bernoulli likelihood")
+        if probs.shape != train.shape:
+            raise ValueError(f"train_probs has shape {tuple(probs.shape)}, train {tuple(train.shape)}: one probability "
+                             "per entry")
+        if probs.dtype != train.dtype or probs.device != train.device:
+            raise ValueError(f"train_probs ({probs.dtype} on {probs.device}) must have train's dtype and device "
+                             f"({train.dtype} on {train.device})")
+        if not ((probs >= 0) & (probs <= 1)).all():
+            raise ValueError("train_probs must hold probabilities in [0, 1]: it has values outside, or NaN")
 
     def train_batch(self, idx: torch.Tensor) -> torch.Tensor:
         """The training points ``idx`` as a training step observes them: ``train[idx]``, or
@@ -116,15 +125,16 @@ def load_split(
 
     ``latent_dim``, ``hidden`` and ``layers`` (``"tanh"`` for every set) override the set's defaults.
     """
-    if binarization not in ("static", "dynamic"):
-        raise ValueError(f"binarization must be 'static' or 'dynamic', got {binarization!r}")
+    if binarization not in BINARIZATIONS:
+        raise ValueError(f"binarization must be one of {BINARIZATIONS}, got {binarization!r}")
     if binarization == "dynamic" and name != "fashion-mnist":
         raise ValueError(f"dynamic binarization applies to fashion-mnist's grey levels, not {name!r}")
     if name == "fashion-mnist":
         images = load_fashion_mnist(seed=seed)
         num_train, num_val, num_test = num_train or 50_000, num_val or 1_000, num_test or 2_000
         _check_sizes(name, (num_train, num_val, num_test), (50_000, 10_000, 10_000))
-        probs = load_fashion_mnist(binarize=None).train[:num_train] if binarization == "dynamic" else None
+        # a copy: a view would keep all 70,000 grey images alive
+        probs = load_fashion_mnist(binarize=None).train[:num_train].clone() if binarization == "dynamic" else None
         split = Split(name, images.train[:num_train], images.val[:num_val], images.test[:num_test],
                       BernoulliLikelihood(), 40, hidden=300, train_probs=probs)
         drawn = "training images drawn afresh at every step; validation and test " * (binarization == "dynamic")

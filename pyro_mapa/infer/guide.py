@@ -45,7 +45,9 @@ class MAPAGuide(AutoGuide):
     :param shared_tail: the datapoints of a batch draw their uncached indices from one shared
         stream, so that they decode the same codes there (:class:`~pyro_mapa.infer.IndexProposal`).
     :param check_data: at the first call, check that the model's observations in the
-        data plate are the data the cache was built from (when their shapes agree).
+        data plate are the data the cache was built from (when their shapes agree). Training on
+        fresh draws of the data (dynamic binarization) observes other values by design: make
+        the first call on the fixed data the cache was built from, or pass ``False``.
 
     Calling the guide returns ``{index_site: indices}``, like the other AutoGuides.
 
@@ -172,7 +174,8 @@ class MAPAGuide(AutoGuide):
                 raise ValueError(
                     f"the model's observations at site '{name}' are not the data the MAPA cache was built from "
                     f"(at the datapoints {idx[:5].tolist()}...): build the cache from the same data, in the same "
-                    "order, or pass check_data=False if the site observes something else"
+                    "order; or, if the site observes something else by design (fresh draws of binarized data at "
+                    "each step), make the first call on the cache's data or pass check_data=False"
                 )
 
     def forward(self, *args, **kwargs) -> dict[str, torch.Tensor]:

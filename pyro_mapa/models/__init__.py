@@ -13,11 +13,12 @@ from .likelihoods import (
     as_likelihood,
 )
 from .networks import LAYERS, GatedDense, make_decoder, make_encoder
-from .priors import fit_prior
+from .priors import PRIOR_FAMILIES, fit_prior
 
 __all__ = [
     "BernoulliLikelihood",
     "LAYERS",
+    "PRIOR_FAMILIES",
     "EmpiricalModel",
     "ExemplarMixture",
     "GatedDense",

@@ -28,7 +28,10 @@ import torch
 from .._checks import as_data_tensor, check_code_noise, check_count
 from .._progress import progress_bar
 
-__all__ = ["fit_prior", "prior_from_tensors", "prior_tensors"]
+__all__ = ["PRIOR_FAMILIES", "fit_prior", "prior_from_tensors", "prior_tensors"]
+
+#: The families :func:`fit_prior` fits.
+PRIOR_FAMILIES = ("gaussian", "gmm", "flow")
 
 
 def _gaussian(codes: torch.Tensor, widening: torch.Tensor | float) -> dist.Distribution:
@@ -40,13 +43,19 @@ def _gaussian(codes: torch.Tensor, widening: torch.Tensor | float) -> dist.Distr
 
 
 def _normal(loc: torch.Tensor, cov: torch.Tensor, codes: torch.Tensor) -> dist.MultivariateNormal:
-    """``MultivariateNormal(loc, cov)``, or an error that names the codes when the fitted covariance
-    is no finite positive-definite matrix (codes so large that their squares overflow: a training
-    run that diverged), instead of torch's constraint message."""
-    if not (loc.isfinite().all() and cov.isfinite().all() and (torch.linalg.cholesky_ex(cov).info == 0).all()):
+    """``MultivariateNormal(loc, cov)``, or an error that says why the fitted covariance is no finite
+    positive-definite matrix, instead of torch's constraint message: codes so large that their
+    squares overflow (a training run that diverged), or codes that span too few directions."""
+    if not (loc.isfinite().all() and cov.isfinite().all()):
         raise ValueError(
-            f"the codes' fitted covariance is not a finite positive-definite matrix: the largest |code| is "
-            f"{codes.abs().max().item():.3g}, too large for {codes.dtype} (did training diverge? try a lower learning rate)"
+            f"the codes' fitted covariance overflows {codes.dtype}: the largest |code| is "
+            f"{codes.abs().max().item():.3g} (did training diverge? try a lower learning rate)"
+        )
+    if (torch.linalg.cholesky_ex(cov).info != 0).any():
+        raise ValueError(
+            f"the codes' fitted covariance is not positive-definite in {codes.dtype}: the codes (or a mixture "
+            "component's share of them) span fewer directions than their dimension; fit fewer components, "
+            "or fit in float64"
         )
     return dist.MultivariateNormal(loc, covariance_matrix=cov)
 
@@ -172,7 +181,7 @@ def fit_prior(
         check_count(num_steps, "num_steps")
         check_count(batch_size, "batch_size")
         return _flow(codes, num_steps, batch_size, seed, progress)
-    raise ValueError(f"family must be 'gaussian', 'gmm' or 'flow', got {family!r}")
+    raise ValueError(f"family must be one of {PRIOR_FAMILIES}, got {family!r}")
 
 
 def prior_tensors(prior: dist.Distribution) -> tuple[str, dict[str, torch.Tensor]]:

@@ -26,6 +26,7 @@ from ..evaluation import empirical_log_likelihood
 from ..infer import MAPA_ELBO, MAPAGuide
 from ..models import (
     LAYERS,
+    PRIOR_FAMILIES,
     EmpiricalModel,
     Likelihood,
     as_likelihood,
@@ -44,8 +45,6 @@ from .saved import TrainedModel
 
 __all__ = ["CODE_OPTIMIZERS", "PRIOR_FAMILIES", "train_mapa"]
 
-#: The prior families :func:`~pyro_mapa.fit_prior` fits.
-PRIOR_FAMILIES = ("gaussian", "gmm", "flow")
 #: How the codes are stepped: Adam on all of them, or SparseAdam on the rows a step decoded.
 CODE_OPTIMIZERS = ("adam", "sparse-adam")
 

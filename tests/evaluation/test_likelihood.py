@@ -88,6 +88,18 @@ def test_empirical_log_likelihood_decodes_each_code_once_in_chunks_and_equals_br
     assert sum(seen) == 37 and max(seen) <= (chunk_size or 37)
 
 
+def test_empirical_log_likelihood_chunks_by_entries_by_default(monkeypatch):
+    from pyro_mapa.evaluation import likelihood
+
+    monkeypatch.setattr(likelihood, "DECODE_ENTRIES", 100)  # rows of max(len(x), D) = 20 entries: 5 codes a chunk
+    codes, x = torch.randn(37, 3), torch.bernoulli(torch.full((5, 20), 0.3))
+    net, seen = torch.nn.Linear(3, 20), []
+    net.register_forward_hook(lambda module, inputs, output: seen.append(len(inputs[0])))
+    value = empirical_log_likelihood(net, codes, x, BernoulliLikelihood())
+    assert seen == [5] * 7 + [2]
+    assert torch.allclose(value, empirical_log_likelihood(net, codes, x, BernoulliLikelihood(), chunk_size=37), atol=1e-5)
+
+
 def test_empirical_log_likelihood_refuses_a_bad_chunk_size():
     with pytest.raises(ValueError, match="chunk_size"):
         empirical_log_likelihood(torch.nn.Linear(1, 2), torch.zeros(3, 1), torch.zeros(2, 2), 0.5, chunk_size=0)

@@ -1,5 +1,6 @@
 """The comparison's networks: tanh or gated hidden layers."""
 
+import pyro
 import pytest
 import torch
 
@@ -49,4 +50,8 @@ def test_the_comparison_trains_gated_networks(method):
     result = train_and_score(method, split, 0, 600, batch_size=20, num_checkpoints=1, eval_particles=10,
                              test_particles=10, max_test_particles=10, inspect=keep)
     assert isinstance(trained["decoder"][0], GatedDense) and isinstance(trained["decoder"][1], GatedDense)
+    encoder_layers = {name for name in pyro.get_param_store().keys() if name.startswith("encoder$$$")}
+    assert encoder_layers == ({"encoder$$$0.linear.weight", "encoder$$$0.linear.bias", "encoder$$$1.linear.weight",
+                               "encoder$$$1.linear.bias", "encoder$$$2.weight", "encoder$$$2.bias"}
+                              if method == "vae" else set())  # the VAE's encoder is gated too
     assert result.total_passes >= 600 and torch.isfinite(torch.tensor(result.test_ll))

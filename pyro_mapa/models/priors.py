@@ -63,8 +63,13 @@ def _normal(loc: torch.Tensor, cov: torch.Tensor, codes: torch.Tensor) -> dist.M
 def _gmm(codes: torch.Tensor, num_components: int, seed: int, widening: torch.Tensor | float) -> dist.Distribution:
     from sklearn.mixture import GaussianMixture
 
-    gmm = GaussianMixture(num_components, covariance_type="full", random_state=seed, reg_covar=1e-6)
-    gmm.fit(codes.detach().cpu().double().numpy())
+    array = codes.detach().cpu().double().numpy()
+    # the ridge on each covariance relative to the codes' variance, as the Gaussian's: an absolute one
+    # would make the fit depend on the codes' scale (components of fewer codes than dimensions, singular
+    # in float32 at a large scale)
+    gmm = GaussianMixture(num_components, covariance_type="full", random_state=seed,
+                          reg_covar=1e-6 * float(array.var(0).mean()) or 1e-6)
+    gmm.fit(array)
 
     def tensor(a):
         return torch.as_tensor(a, dtype=codes.dtype, device=codes.device)

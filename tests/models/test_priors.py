@@ -48,8 +48,21 @@ def test_gmm_log_prob_is_sklearns(float64):
 
     codes = bimodal().double()
     prior = fit_prior(codes, "gmm", num_components=2, seed=0)
-    reference = GaussianMixture(2, covariance_type="full", random_state=0, reg_covar=1e-6).fit(codes.numpy())
+    ridge = 1e-6 * codes.numpy().var(0).mean()  # relative to the codes' variance
+    reference = GaussianMixture(2, covariance_type="full", random_state=0, reg_covar=ridge).fit(codes.numpy())
     assert np.allclose(prior.log_prob(codes).numpy(), reference.score_samples(codes.numpy()), atol=1e-6)
+
+
+@pytest.mark.parametrize("scale", [0.01, 10.0, 1000.0])
+def test_the_mixture_fit_does_not_depend_on_the_codes_scale(scale):
+    # 100 components of about 10 codes each in 40 dimensions: each covariance rests on its ridge;
+    # with an absolute ridge, codes 10 times larger had a singular float32 covariance
+    codes = torch.randn(1000, 40, generator=torch.Generator().manual_seed(0))
+    unit, scaled = (fit_prior(c * codes, "gmm", num_components=100) for c in (1.0, scale))
+    change_of_variables = 40 * math.log(scale)  # p_cS(c z) = p_S(z) / c^d
+    # the same fit up to EM's convergence and float32 rounding (each density about e^130: ridge-bound)
+    mean_change = (scaled.log_prob(scale * codes) + change_of_variables - unit.log_prob(codes)).mean()
+    assert abs(mean_change.item()) < 0.05
 
 
 def test_flow_is_a_density_that_fits_a_bimodal_sample():

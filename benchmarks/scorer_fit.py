@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from pyro_mapa.experiments import load_split, train_and_score
+from pyro_mapa.experiments import load_split, paired_difference, train_and_score
 from pyro_mapa.experiments.scoring import ModelScorer
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "fashion-mnist" / "scorer-fit"
@@ -112,11 +112,10 @@ def report(methods: list[str], folder: Path) -> None:
                 match = theirs.get(row["fit_steps"])
                 if match is None or "values" not in row or "values" not in match:
                     continue  # runs before per-image values were saved
-                difference = torch.tensor(row["values"], dtype=torch.float64) - torch.tensor(match["values"],
-                                                                                            dtype=torch.float64)
-                mean, se = difference.mean().item(), (difference.std() / len(difference) ** 0.5).item()
-                by_steps.setdefault(row["fit_steps"], []).append(mean)
-                print(f"| {other} | {seed} | {row['fit_steps']:,} | {mean:+.2f} ({se:.2f}) | {len(difference)} |")
+                difference = paired_difference(row["values"], match["values"])
+                by_steps.setdefault(row["fit_steps"], []).append(difference.mean)
+                print(f"| {other} | {seed} | {row['fit_steps']:,} | {difference.mean:+.2f} ({difference.se:.2f}) "
+                      f"| {len(row['values'])} |")
         for steps, means in sorted(by_steps.items()):
             print(f"| {other} | median of {len(means)} | {steps:,} | {statistics.median(means):+.2f} | |")
 

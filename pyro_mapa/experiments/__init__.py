@@ -4,7 +4,13 @@ one split and one budget of decoder passes (docs/math.md, section 8), the demo, 
 
 from .compare import run_comparison
 from .methods import METHODS, Method, TrainingSetup, build_method, parse_method
-from .report import plot_curves, summary_table
+from .report import (
+    PairedDifference,
+    paired_difference,
+    paired_table,
+    plot_curves,
+    summary_table,
+)
 from .split import BINARIZATIONS, Split, load_split
 from .training import RunResult, restore_params, snapshot_params, train_and_score
 
@@ -12,11 +18,14 @@ __all__ = [
     "BINARIZATIONS",
     "METHODS",
     "Method",
+    "PairedDifference",
     "RunResult",
     "Split",
     "TrainingSetup",
     "build_method",
     "load_split",
+    "paired_difference",
+    "paired_table",
     "parse_method",
     "plot_curves",
     "restore_params",

@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..models import BernoulliLikelihood, NormalLikelihood
     from .compare import run_comparison
     from .methods import parse_method
-    from .report import plot_curves, summary_table
+    from .report import paired_table, plot_curves, summary_table
     from .split import load_split, split_array
 
     methods = [parse_method(m) for m in args.methods]  # a bad name fails before any data is read
@@ -173,11 +173,13 @@ def main(argv: list[str] | None = None) -> int:
         scorer=scorer, scorer_fit_steps=args.scorer_fit_steps,
     )
     table = summary_table(split, runs)
-    print(table)
+    paired = paired_table(runs)
+    print(table + ("\n\n" + paired if paired else ""))
     record = {"dataset": split.name, "split": split.describe(), "split_notes": split.notes, "budget": args.budget,
               "settings": {k: v for k, v in vars(args).items() if k not in ("command", "out", "quiet")} | {"scorer": scorer},
               "true_test": split.true_test,
-              "runs": [asdict(r) for r in runs], "tuning_runs": [asdict(r) for r in tuning], "table": table}
+              "runs": [asdict(r) for r in runs], "tuning_runs": [asdict(r) for r in tuning], "table": table,
+              "paired": paired}
     (out / "results.json").write_text(json.dumps(record, indent=1))
     plot_curves(runs, out / "compare.png", f"{split.name}, budget {args.budget} decoder passes", split.true_test)
     print(f"wrote {out / 'results.json'} and {out / 'compare.png'}")

@@ -1,13 +1,17 @@
-"""What a comparison shows: a table of medians and spreads, and the curves as a plot."""
+"""What a comparison shows: a table of medians and spreads, the methods' differences point by
+point, and the curves as a plot."""
 
 from __future__ import annotations
 
+import math
 import statistics
+from collections.abc import Sequence
+from typing import NamedTuple
 
 from .split import Split
 from .training import RunResult
 
-__all__ = ["plot_curves", "summary_table"]
+__all__ = ["PairedDifference", "paired_difference", "paired_table", "plot_curves", "summary_table"]
 
 
 def summary_table(split: Split, runs: list[RunResult]) -> str:
@@ -52,6 +56,45 @@ def summary_table(split: Split, runs: list[RunResult]) -> str:
         lines.append("* a seed's test LL had not settled to 0.01 nats (or its k-hat stayed above 0.7) at the sample "
                      "limit (the grid, where there is one, is the check)")
     return "\n".join(lines)
+
+
+class PairedDifference(NamedTuple):
+    mean: float  # the mean over the points of first minus second
+    se: float  # its standard error: the differences' sd / sqrt(n)
+    ahead: float  # the share of points where first is the higher
+
+
+def paired_difference(first: Sequence[float], second: Sequence[float]) -> PairedDifference:
+    """``first - second`` point by point, for two estimates on the same test points.
+
+    Two methods' test log-likelihoods share most of their spread (some images are simply
+    harder), so the standard error of their difference is far smaller paired than from the two
+    means' own errors."""
+    if len(first) != len(second) or len(first) < 2:
+        raise ValueError(f"a paired difference needs the same points, at least 2: got {len(first)} and {len(second)}")
+    differences = [a - b for a, b in zip(first, second)]
+    return PairedDifference(statistics.fmean(differences), statistics.stdev(differences) / math.sqrt(len(differences)),
+                            sum(d > 0 for d in differences) / len(differences))
+
+
+def paired_table(runs: list[RunResult]) -> str:
+    """Each method against the first one in ``runs``, seed by seed on the same test points:
+    the mean difference of the test LL, its paired standard error, the share of points where
+    the method is ahead, and the median difference over seeds. Runs without per-point
+    estimates (results saved before they were kept) are left out; empty if no pair remains."""
+    reference, *others = dict.fromkeys(r.method for r in runs)
+    theirs = {r.seed: r.test_point_ll for r in runs if r.method == reference and r.test_point_ll}
+    lines = []
+    for method in others:
+        differences = [(r.seed, paired_difference(r.test_point_ll, theirs[r.seed])) for r in runs
+                       if r.method == method and r.test_point_ll and r.seed in theirs]
+        lines += [f"{method:12} {seed:>6} {d.mean:+10.3f} {d.se:6.3f} {d.ahead:6.1%}" for seed, d in differences]
+        if len(differences) > 1:
+            lines.append(f"{method:12} {'median':>6} {statistics.median(d.mean for _, d in differences):+10.3f}")
+    if not lines:
+        return ""
+    return "\n".join([f"minus {reference}, point by point on the same test points:",
+                      f"{'method':12} {'seed':>6} {'difference':>10} {'se':>6} {'ahead':>6}", *lines])
 
 
 def plot_curves(runs: list[RunResult], path, title: str, ceiling: float | None = None) -> None:

@@ -75,6 +75,7 @@ class RunResult:
     encoder_per_point_step: float = 0.0
     steps: int = 0
     test_point_se: float = 0.0  # standard error of test_ll over the test points (sd / sqrt(n))
+    test_point_ll: list = field(default_factory=list)  # each test point's estimate: methods compared point by point
     test_ess: float | None = None  # median over test points of the importance weights' effective sample size
     test_k_hat: float | None = None  # median over test points of the weights' Pareto k-hat (> 0.7: not trusted)
     test_particles: int = 0  # importance samples per point behind test_ll (stable_log_likelihood)
@@ -219,6 +220,7 @@ def train_and_score(
         result.test_ll = final.value.mean().item()
         result.test_se = (final.stderr.square().mean() / len(split.test)).sqrt().item()
         result.test_point_se = (final.value.std() / len(split.test) ** 0.5).item() if len(split.test) > 1 else 0.0
+        result.test_point_ll = final.value.tolist()
         result.test_ess, result.test_k_hat = final.ess.median().item(), final.k_hat.median().item()
         if method.empirical:
             result.empirical_test_ll = empirical_log_likelihood(decoder, codes, split.test, likelihood).mean().item()

@@ -96,6 +96,9 @@ def test_cli_writes_a_table_json_and_plot(tmp_path, capsys):
     assert "vae" in printed and "mapa-2-3" in printed and "true model" in printed
     record = json.loads((out / "results.json").read_text())
     assert {(r["method"], r["seed"]) for r in record["runs"]} == {("vae", 0), ("vae", 1), ("mapa-2-3", 0), ("mapa-2-3", 1)}
+    for run in record["runs"]:  # each test point's estimate, kept for paired comparisons
+        assert len(run["test_point_ll"]) == 500 and sum(run["test_point_ll"]) / 500 == pytest.approx(run["test_ll"])
+    assert "minus vae" in printed and record["paired"] in printed
     assert (out / "compare.png").stat().st_size > 10_000
 
 

@@ -127,7 +127,9 @@ def report(args) -> None:
     split = load_split("fashion-mnist", num_val=records[0]["settings"]["num_val"],
                        num_test=records[0]["settings"]["num_test"], binarization=args.binarization, layers=args.layers)
     print(summary_table(split, runs))
-    print(paired_table(runs))
+    paired = paired_table(runs)
+    if paired:
+        print(paired)
     print(f"machine: {records[0]['machine']}; dates {sorted({r['date'] for r in records})}; "
           f"commits {sorted({r['commit'] for r in records})}")
     plot_curves(runs, folder / "curves.png", f"Fashion-MNIST, {args.budget:,} decoder passes, {args.scorer} scorer")

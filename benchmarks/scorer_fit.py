@@ -77,9 +77,9 @@ def main() -> None:
                     done = steps
                     ll = scorer(test, args.test_particles, k_hat=True)
                     first = ll.value if first is None else first
-                    change = ll.value - first
+                    change = paired_difference(ll.value, first)
                     row = dict(method=method, seed=args.seed, fit_steps=steps, test_ll=ll.value.mean().item(),
-                               change=change.mean().item(), change_se=(change.std() / len(test) ** 0.5).item(),
+                               change=change.mean, change_se=change.se,
                                ess=ll.ess.median().item(), k_hat=ll.k_hat.median().item(),
                                values=ll.value.tolist())  # each image's, for paired differences between methods
                     rows.append(row)
@@ -94,7 +94,8 @@ def main() -> None:
 
 
 def report(methods: list[str], folder: Path) -> None:
-    """Print ``methods[0]`` minus each other method, paired image by image, per seed and fit."""
+    """Print ``methods[0]`` minus each other method, paired image by image, per seed and fit
+    (the opposite sign to ``paired_table``'s, which is each method minus the first)."""
     import statistics
 
     first, *others = methods

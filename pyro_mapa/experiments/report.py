@@ -60,37 +60,57 @@ def summary_table(split: Split, runs: list[RunResult]) -> str:
 
 class PairedDifference(NamedTuple):
     mean: float  # the mean over the points of first minus second
-    se: float  # its standard error: the differences' sd / sqrt(n)
+    se: float  # its standard error: the differences' sd / sqrt(n) (NaN for one point)
     ahead: float  # the share of points where first is the higher
 
 
 def paired_difference(first: Sequence[float], second: Sequence[float]) -> PairedDifference:
-    """``first - second`` point by point, for two estimates on the same test points.
+    """``first - second`` point by point, for two estimates on the same test points (lists,
+    arrays or 1-D tensors).
 
     Two methods' test log-likelihoods share most of their spread (some images are simply
     harder), so the standard error of their difference is far smaller paired than from the two
-    means' own errors."""
-    if len(first) != len(second) or len(first) < 2:
-        raise ValueError(f"a paired difference needs the same points, at least 2: got {len(first)} and {len(second)}")
-    differences = [a - b for a, b in zip(first, second)]
-    return PairedDifference(statistics.fmean(differences), statistics.stdev(differences) / math.sqrt(len(differences)),
-                            sum(d > 0 for d in differences) / len(differences))
+    means' own errors. A NaN or infinite estimate makes the result NaN, not an error."""
+    if len(first) != len(second) or len(first) == 0:
+        raise ValueError(f"a paired difference needs estimates on the same points: got {len(first)} and {len(second)}")
+    differences = [float(a) - float(b) for a, b in zip(first, second)]
+    n = len(differences)
+    mean = math.fsum(differences) / n
+    variance = math.fsum((d - mean) ** 2 for d in differences) / (n - 1) if n > 1 else math.nan
+    return PairedDifference(mean, math.sqrt(variance / n), sum(d > 0 for d in differences) / n)
 
 
 def paired_table(runs: list[RunResult]) -> str:
-    """Each method against the first one in ``runs``, seed by seed on the same test points:
-    the mean difference of the test LL, its paired standard error, the share of points where
-    the method is ahead, and the median difference over seeds. Runs without per-point
-    estimates (results saved before they were kept) are left out; empty if no pair remains."""
-    reference, *others = dict.fromkeys(r.method for r in runs)
-    theirs = {r.seed: r.test_point_ll for r in runs if r.method == reference and r.test_point_ll}
+    """Each method minus the reference, seed by seed on the same test points: the mean
+    difference of the test LL, its paired standard error, the share of points where the
+    method is ahead, and the median difference over seeds. The reference is the first method
+    in ``runs`` with per-point estimates; runs without them (results saved before they were
+    kept) are left out, as are pairs scored on different numbers of points (said in a line);
+    empty if no pair remains. A method with two runs of one seed is refused: which of them
+    to pair would be a guess."""
+    kept = [r for r in runs if r.test_point_ll]
+    repeated = sorted({(r.method, r.seed) for r in kept if sum((q.method, q.seed) == (r.method, r.seed) for q in kept) > 1})
+    if repeated:
+        raise ValueError(f"two runs of one method and seed, which to pair is ambiguous: {repeated}")
+    if not kept:
+        return ""
+    reference, *others = dict.fromkeys(r.method for r in kept)
+    theirs = {r.seed: r.test_point_ll for r in kept if r.method == reference}
     lines = []
     for method in others:
-        differences = [(r.seed, paired_difference(r.test_point_ll, theirs[r.seed])) for r in runs
-                       if r.method == method and r.test_point_ll and r.seed in theirs]
-        lines += [f"{method:12} {seed:>6} {d.mean:+10.3f} {d.se:6.3f} {d.ahead:6.1%}" for seed, d in differences]
-        if len(differences) > 1:
-            lines.append(f"{method:12} {'median':>6} {statistics.median(d.mean for _, d in differences):+10.3f}")
+        means = []
+        for r in kept:
+            if r.method != method or r.seed not in theirs:
+                continue
+            if len(r.test_point_ll) != len(theirs[r.seed]):
+                lines.append(f"{method:12} {r.seed:>6} not paired: {len(r.test_point_ll)} test points against "
+                             f"{len(theirs[r.seed])}")
+                continue
+            d = paired_difference(r.test_point_ll, theirs[r.seed])
+            means.append(d.mean)
+            lines.append(f"{method:12} {r.seed:>6} {d.mean:+10.3f} {d.se:6.3f} {d.ahead:6.1%}")
+        if len(means) > 1:
+            lines.append(f"{method:12} {'median':>6} {statistics.median(means):+10.3f}")
     if not lines:
         return ""
     return "\n".join([f"minus {reference}, point by point on the same test points:",

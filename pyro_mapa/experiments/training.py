@@ -75,7 +75,7 @@ class RunResult:
     encoder_per_point_step: float = 0.0
     steps: int = 0
     test_point_se: float = 0.0  # standard error of test_ll over the test points (sd / sqrt(n))
-    test_point_ll: list = field(default_factory=list)  # each test point's estimate: methods compared point by point
+    test_point_ll: list[float] = field(default_factory=list)  # each test point's estimate: methods compared point by point
     test_ess: float | None = None  # median over test points of the importance weights' effective sample size
     test_k_hat: float | None = None  # median over test points of the weights' Pareto k-hat (> 0.7: not trusted)
     test_particles: int = 0  # importance samples per point behind test_ll (stable_log_likelihood)

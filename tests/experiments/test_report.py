@@ -1,7 +1,10 @@
 """The paired comparison of two methods' test scores, against numpy's arithmetic."""
 
+import math
+
 import numpy as np
 import pytest
+import torch
 
 from pyro_mapa.experiments import RunResult, paired_difference, paired_table
 
@@ -22,17 +25,26 @@ def test_paired_difference_refuses_different_points():
         paired_difference([1.0, 2.0, 3.0], [1.0, 2.0])
 
 
+def test_paired_difference_of_a_diverged_run_or_one_point_is_nan_not_an_error():
+    assert math.isnan(paired_difference([-1.0, float("nan")], [-2.0, -3.0]).mean)
+    assert math.isnan(paired_difference([-1.0, -math.inf], [-2.0, -math.inf]).se)  # -inf minus -inf
+    one = paired_difference(torch.tensor([-1.0]), torch.tensor([-3.0]))  # tensors too
+    assert one.mean == 2.0 and math.isnan(one.se) and one.ahead == 1.0
+
+
 def test_paired_table_pairs_each_method_with_the_first_seed_by_seed():
     runs = [RunResult("vae", 0, 1e-3, test_point_ll=[-3.0, -2.0, -1.0, -4.0]),
-            RunResult("vae", 1, 1e-3, test_point_ll=[-3.0, -2.0, -1.0, -4.0]),
-            RunResult("mapa", 1, 1e-3, test_point_ll=[-2.0, -2.0, -1.0, -2.0]),
+            RunResult("vae", 1, 1e-3, test_point_ll=[-4.0, -2.0, -1.0, -4.0]),
+            RunResult("mapa", 1, 1e-3, test_point_ll=[-3.0, -2.0, -1.0, -2.0]),
             RunResult("mapa", 0, 1e-3, test_point_ll=[-3.0, -3.0, -1.0, -4.0]),
             RunResult("mapa", 2, 1e-3, test_point_ll=[0.0, 0.0, 0.0, 0.0]),  # no vae seed 2: left out
-            RunResult("iwae", 0, 1e-3)]  # saved without per-point estimates: left out
+            RunResult("iwae", 0, 1e-3),  # saved without per-point estimates: left out
+            RunResult("iwae-5", 0, 1e-3, test_point_ll=[-1.0, -2.0])]  # other test points: said, not paired
     lines = paired_table(runs).splitlines()
     assert lines[0].startswith("minus vae")
     rows = {tuple(line.split()[:2]): line.split()[2:] for line in lines[2:]}
-    assert set(rows) == {("mapa", "1"), ("mapa", "0"), ("mapa", "median")}
+    assert set(rows) == {("mapa", "1"), ("mapa", "0"), ("mapa", "median"), ("iwae-5", "0")}
+    assert rows[("iwae-5", "0")][:2] == ["not", "paired:"]
     assert rows[("mapa", "1")] == ["+0.750", "0.479", "50.0%"]  # differences 1, 0, 0, 2
     assert rows[("mapa", "0")][0] == "-0.250" and rows[("mapa", "0")][2] == "0.0%"
     assert rows[("mapa", "median")] == ["+0.250"]
@@ -40,3 +52,18 @@ def test_paired_table_pairs_each_method_with_the_first_seed_by_seed():
 
 def test_paired_table_is_empty_without_per_point_estimates():
     assert paired_table([RunResult("vae", 0, 1e-3), RunResult("mapa", 0, 1e-3)]) == ""
+    assert paired_table([]) == ""
+
+
+def test_the_reference_is_the_first_method_with_per_point_estimates():
+    runs = [RunResult("vae", 0, 1e-3), RunResult("iwae", 0, 1e-3, test_point_ll=[-2.0, -2.0]),
+            RunResult("mapa", 0, 1e-3, test_point_ll=[-1.0, -2.0])]
+    lines = paired_table(runs).splitlines()
+    assert lines[0].startswith("minus iwae") and lines[2].split()[:3] == ["mapa", "0", "+0.500"]
+
+
+def test_two_runs_of_one_method_and_seed_are_refused():
+    runs = [RunResult("vae", 0, 1e-3, test_point_ll=[-1.0, -2.0]), RunResult("vae", 0, 3e-3, test_point_ll=[-1.0, -2.0]),
+            RunResult("mapa", 0, 1e-3, test_point_ll=[-1.0, -2.0])]
+    with pytest.raises(ValueError, match="ambiguous.*'vae', 0"):
+        paired_table(runs)

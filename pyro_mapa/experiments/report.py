@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections import Counter
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -89,11 +90,11 @@ def paired_table(runs: list[RunResult]) -> str:
     empty if no pair remains. A method with two runs of one seed is refused: which of them
     to pair would be a guess."""
     kept = [r for r in runs if r.test_point_ll]
-    repeated = sorted({(r.method, r.seed) for r in kept if sum((q.method, q.seed) == (r.method, r.seed) for q in kept) > 1})
-    if repeated:
-        raise ValueError(f"two runs of one method and seed, which to pair is ambiguous: {repeated}")
     if not kept:
         return ""
+    repeated = sorted(key for key, count in Counter((r.method, r.seed) for r in kept).items() if count > 1)
+    if repeated:
+        raise ValueError(f"two runs of one method and seed, which to pair is ambiguous: {repeated}")
     reference, *others = dict.fromkeys(r.method for r in kept)
     theirs = {r.seed: r.test_point_ll for r in kept if r.method == reference}
     lines = []

@@ -118,7 +118,8 @@ def check_positive(value, name: str) -> float:
 
 def check_code_noise(value, name: str = "code_noise", prior_family: str | None = None) -> float:
     """Check that ``value`` (the code noise ``tau``) is a finite number >= 0, and, given the
-    ``prior_family`` that will be fitted, that it can be widened by the noise (not the flow);
+    ``prior_family`` that will be fitted, that it can be widened by the noise (not the flow) or,
+    for the exemplar prior, that it is positive;
     return it as a ``float``."""
     try:
         value = float(value)
@@ -127,5 +128,8 @@ def check_code_noise(value, name: str = "code_noise", prior_family: str | None =
     if not (value >= 0 and math.isfinite(value)):
         raise ValueError(f"{name} must be a finite number >= 0, got {value}")
     if value and prior_family == "flow":
-        raise ValueError(f"{name} widens a 'gaussian' or 'gmm' prior in closed form, not the flow")
+        raise ValueError(f"{name} widens a 'gaussian', 'gmm' or 'exemplar' prior in closed form, not the flow")
+    if not value and prior_family == "exemplar":
+        raise ValueError(f"the 'exemplar' prior puts N(z_i, tau^2 I) at each code: {name} must be positive "
+                         "(with none it has no density between the codes)")
     return value

@@ -70,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--methods", nargs="+", default=DEFAULT_METHODS,
                          help="vae, iwae-S, iwae-dreg-S, vampprior-K, exemplar, autonormal, autodelta, mapa-K-S, "
                               "smoothed-mapa-K-S, exact (MAPA's options after @: kernel p<perplexity> or eps<e>, d<share>, g<size>, "
-                              "prior gmm<k>, gaussian or flow)")
+                              "shared, prior gmm<k>, gaussian, flow or exemplar, noise<tau>)")
     compare.add_argument("--lr", type=float, nargs="+", default=[1e-2],
                          help="Adam's learning rate; several: each method's is chosen by validation on a separate tuning seed")
     compare.add_argument("--code-init", choices=["pca", "random"], default="pca",

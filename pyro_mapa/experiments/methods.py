@@ -102,7 +102,8 @@ class MAPA(Method):
         ``shared`` after the ``@``.
     :param prior: the family :func:`~pyro_mapa.fit_prior` fits to the trained codes for the
         continuous model that is scored: ``"gmm<k>"`` (a ``k``-component Gaussian mixture; the
-        comparison's default ``gmm10``), ``"gaussian"`` or ``"flow"``; named after the ``@`` too
+        comparison's default ``gmm10``), ``"gaussian"``, ``"flow"`` or, with code noise,
+        ``"exemplar"`` (the smoothed model's own prior, nothing fitted); named after the ``@`` too
         (``"mapa-1-10@gmm100"``). Training does not depend on it, only the scored model
         (and so the best-validation checkpoint).
     :param code_noise: ``tau``: training decodes each code with ``N(0, tau^2 I)`` noise added
@@ -173,11 +174,12 @@ class MAPA(Method):
         {'family': 'gmm', 'num_components': 100}
         """
         spec = self.prior
-        if spec in ("gaussian", "flow"):
+        if spec in ("gaussian", "flow", "exemplar"):
             return {"family": spec}
         if spec.startswith("gmm") and spec[3:].isdigit() and int(spec[3:]) > 0:
             return {"family": "gmm", "num_components": int(spec[3:])}
-        raise ValueError(f"{self.kind}: unknown prior {spec!r}: use gmm<components> (e.g. gmm100), gaussian or flow")
+        raise ValueError(f"{self.kind}: unknown prior {spec!r}: use gmm<components> (e.g. gmm100), gaussian, flow "
+                         "or exemplar")
 
     def num_cached(self, num_points: int) -> int:
         """``K_c`` of the cache: 64, or ``K`` if more."""
@@ -317,7 +319,7 @@ def parse_method(name: str) -> Method:
         raise ValueError(f"method {name!r}: only mapa-K-S, smoothed-mapa-K-S and exact take options after '@'")
     settings = {}
     for option in options.split(","):
-        if option.startswith(("gmm", "gaussian", "flow")):
+        if option.startswith(("gmm", "gaussian", "flow", "exemplar")):
             key = "prior"
         elif option == "shared":
             key = "shared_tail"

@@ -120,6 +120,19 @@ class ModelScorer:
         self.proposal = EncoderProposal(encoder, self.decoder, prior, self.likelihood)
         self.proposal.fit(self.train, self.final_fit_steps if final else self.fit_steps)
 
+    def swap_prior(self, prior: dist.Distribution) -> None:
+        """Score the same decoder under another ``prior`` from now on, with the proposal fitted at
+        the last :meth:`update` (its defensive component becomes ``prior``; an ``"encoder"``
+        proposal is not refitted, so the estimate stays unbiased but may be looser than a fit to
+        this model's posterior would give)."""
+        if self.proposal is None:
+            raise RuntimeError("call update() with the model's prior before swapping it")
+        if self.kind == "laplace":
+            raise ValueError("the laplace proposal is rebuilt by update(), not swapped")
+        prior = fast_prior(prior)
+        self.model = continuous_model(self.decoder, prior, self.likelihood)
+        self.proposal.set_model(self.decoder, prior)
+
     def __call__(self, x: torch.Tensor, num_particles: int, k_hat: bool = False) -> LogLikelihood:
         if self.model is None:
             raise RuntimeError("call update() with the model's prior before scoring")

@@ -1,7 +1,7 @@
 """Fit a parametric prior ``p_psi(z)`` to learned codes by maximum likelihood (docs/math.md, section 1).
 
 The final model of MAPA is ``z ~ p_psi``, ``x ~ p(x | f_theta(z))``: a VAE-style model
-that can generate new data. Three families:
+that can generate new data. Four families:
 
 * ``"gaussian"``: the closed-form MLE (sample mean and biased covariance).
 * ``"gmm"``: a Gaussian mixture fitted by scikit-learn's ``GaussianMixture`` (EM with
@@ -15,6 +15,10 @@ that can generate new data. Three families:
   ``2,000`` codes or more, a tenth of them (at most ``5,000``) is held out: every
   ``100`` steps the held-out log-likelihood is checked, the best parameters are kept, and
   the fit stops after three checks without a gain of ``1e-3`` nats per code.
+* ``"exemplar"``: nothing fitted: for codes trained with code noise ``tau``, the smoothed
+  empiricalized model's own prior ``(1/N) sum_i N(z; z_i, tau^2 I)`` (docs/math.md, section 10),
+  the model whose bound training maximised, scored as an
+  :class:`~pyro_mapa.models.exemplar.ExemplarMixture` (one matrix product per chunk of ``z``).
 """
 
 from __future__ import annotations
@@ -27,11 +31,12 @@ import torch
 
 from .._checks import as_data_tensor, check_code_noise, check_count
 from .._progress import progress_bar
+from .exemplar import ExemplarMixture
 
 __all__ = ["PRIOR_FAMILIES", "fit_prior", "prior_from_tensors", "prior_tensors"]
 
 #: The families :func:`fit_prior` fits.
-PRIOR_FAMILIES = ("gaussian", "gmm", "flow")
+PRIOR_FAMILIES = ("gaussian", "gmm", "flow", "exemplar")
 
 
 def _gaussian(codes: torch.Tensor, widening: torch.Tensor | float) -> dist.Distribution:
@@ -154,7 +159,8 @@ def fit_prior(
 ) -> dist.Distribution:
     """Fit ``p_psi(z)`` to ``codes`` (``N x d``) by maximum likelihood.
 
-    :param family: ``"gaussian"``, ``"gmm"`` or ``"flow"``.
+    :param family: ``"gaussian"``, ``"gmm"``, ``"flow"`` or ``"exemplar"`` (the codes themselves,
+        each widened by ``code_noise``, which must then be positive).
     :param num_components: mixture components (``"gmm"``).
     :param num_steps: Adam steps at most (``"flow"``; it may stop earlier on held-out codes).
     :param batch_size: codes per step (``"flow"``; all of them if fewer): the cost of a fit
@@ -164,7 +170,8 @@ def fit_prior(
     :param code_noise: ``tau``: for codes trained with ``N(0, tau^2 I)`` noise
         (:class:`~pyro_mapa.models.EmpiricalModel`'s ``code_noise``), the law of
         ``z + tau eps`` for ``z`` from the fitted Gaussian or mixture: every covariance
-        ``+ tau^2 I`` (docs/math.md, section 10). Not for the flow (no closed form).
+        ``+ tau^2 I`` (docs/math.md, section 10); for ``"exemplar"``, ``N(z_i, tau^2 I)`` at each
+        code. Not for the flow (no closed form).
     :returns: a Pyro distribution with event shape ``(d,)`` and no parameters that
         require gradients.
 
@@ -182,6 +189,8 @@ def fit_prior(
         if num_components > len(codes):
             raise ValueError(f"num_components={num_components} is larger than the number of codes {len(codes)}")
         return _gmm(codes, num_components, seed, widening)
+    if family == "exemplar":
+        return ExemplarMixture(codes, code_noise)
     if family == "flow":
         check_count(num_steps, "num_steps")
         check_count(batch_size, "batch_size")
@@ -203,7 +212,10 @@ def prior_tensors(prior: dist.Distribution) -> tuple[str, dict[str, torch.Tensor
         standardise = prior.transforms[-1]
         return "flow", {"loc": standardise.loc, "scale": standardise.scale,
                         **{f"splines.{k}": v for k, v in splines.state_dict().items()}}
-    raise ValueError(f"cannot save a prior of type {type(prior).__name__}: fit it with fit_prior (gaussian, gmm, flow)")
+    if isinstance(prior, ExemplarMixture) and not prior.scale.dim():
+        return "exemplar", {"locs": prior.locs, "scale": prior.scale}
+    raise ValueError(f"cannot save a prior of type {type(prior).__name__}: fit it with fit_prior "
+                     f"({', '.join(PRIOR_FAMILIES)})")
 
 
 def prior_from_tensors(family: str, tensors: dict[str, torch.Tensor]) -> dist.Distribution:
@@ -219,4 +231,6 @@ def prior_from_tensors(family: str, tensors: dict[str, torch.Tensor]) -> dist.Di
         splines.load_state_dict({k[len("splines."):]: v for k, v in tensors.items() if k.startswith("splines.")})
         splines.requires_grad_(False)
         return _flow_distribution(splines, loc, tensors["scale"])
+    if family == "exemplar":
+        return ExemplarMixture(tensors["locs"], tensors["scale"])
     raise ValueError(f"unknown prior family {family!r}")

@@ -4,6 +4,7 @@ import json
 import math
 
 import pyro
+import pyro.distributions as dist
 import pytest
 import torch
 
@@ -486,7 +487,7 @@ def test_code_noise_is_named_and_widens_the_fitted_mixture():
     assert_refused([("mapa-1-10@noise", "bad code noise"), ("mapa-1-10@noise0.1,noise0.2", "repeats an option"),
                     ("mapa-1-10@noise-1", "finite number >= 0"), ("mapa-1-10@noiseinf", "finite number >= 0"),
                     ("mapa-1-10@flow,noise0.1", "not the flow"), ("exact@noise0.1", "no code noise"),
-                    ("smoothed-mapa-1-10@noise0.1", "no code noise")])
+                    ("smoothed-mapa-1-10@noise0.1", "no code noise"), ("mapa-1-10@exemplar", "must be positive")])
     codes = two_cluster_codes()
     widened = method.continuous_prior(None, codes, seed=0)
     fitted = parse_method("mapa-1-10@gmm3").continuous_prior(None, codes, seed=0)
@@ -514,3 +515,17 @@ def test_mapa_with_code_noise_trains_and_scores_end_to_end(split):
     noisy = runs["mapa-2-3@noise0.1"]
     assert noisy.method == "mapa-2-3@noise0.1" and math.isfinite(noisy.test_ll) and math.isfinite(noisy.empirical_test_ll)
     assert not torch.equal(codes["mapa-2-3"], codes["mapa-2-3@noise0.1"])  # the noise reached training
+
+
+def test_the_exemplar_prior_scores_the_smoothed_model_itself():
+    """mapa-K-S@exemplar,noise<tau>: the scored prior is the trained codes, each widened by tau
+    (nothing fitted): torch's mixture of ``N(z_i, tau^2 I)`` at the codes gives the same density."""
+    method = parse_method("mapa-1-10@exemplar,noise0.5")
+    assert method.label == "mapa-1-10@exemplar,noise0.5"
+    codes = two_cluster_codes()
+    prior = method.continuous_prior(None, codes, seed=0)
+    reference = dist.MixtureSameFamily(dist.Categorical(logits=torch.zeros(len(codes))),
+                                       dist.Normal(codes, 0.5).to_event(1))
+    z = 3 * torch.randn(50, codes.shape[1], generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(prior.log_prob(z), reference.log_prob(z), rtol=0, atol=1e-4)
+

@@ -120,7 +120,8 @@ def test_flow_fits_inside_no_grad_and_leaves_the_random_state_alone():
 @pytest.mark.parametrize("kwargs, message", [
     ({"family": "student"}, "family must be"),
     ({"family": "gmm", "num_components": 5000}, "num_components=5000 is larger"),
-    ({"family": "flow", "code_noise": 0.1}, "code_noise widens a 'gaussian' or 'gmm' prior"),
+    ({"family": "flow", "code_noise": 0.1}, "code_noise widens a 'gaussian', 'gmm' or 'exemplar' prior"),
+    ({"family": "exemplar"}, "code_noise must be positive"),
     ({"code_noise": -0.1}, "code_noise must be a finite number >= 0"),
     ({"code_noise": float("inf")}, "code_noise must be a finite number >= 0"),
 ])
@@ -170,13 +171,34 @@ def test_a_large_flow_fit_stops_on_held_out_codes(monkeypatch):
         assert flow.log_prob(fresh).mean() > fit_prior(draw(4000), "gaussian").log_prob(fresh).mean() + 0.3
 
 
-@pytest.mark.parametrize("family", ["gaussian", "gmm", "flow"])
+def test_the_exemplar_prior_is_the_codes_widened_by_the_noise():
+    """``fit_prior(codes, "exemplar", code_noise=tau)`` is the smoothed model's prior
+    ``(1/N) sum_i N(z; z_i, tau^2 I)``: its density against torch's mixture of the same
+    components, in float64, and its draws' mean and variance against the closed forms
+    (the codes' mean; their variance plus ``tau^2``) within 5 standard errors."""
+    g = torch.Generator().manual_seed(0)
+    codes = torch.randn(200, 3, generator=g, dtype=torch.float64) * torch.tensor([1.0, 2.0, 0.5], dtype=torch.float64)
+    prior = fit_prior(codes, "exemplar", code_noise=0.3)
+    reference = dist.MixtureSameFamily(dist.Categorical(logits=torch.zeros(200, dtype=torch.float64)),
+                                       dist.Normal(codes, 0.3).to_event(1))
+    z = torch.randn(100, 3, generator=g, dtype=torch.float64) * 2
+    assert torch.allclose(prior.log_prob(z), reference.log_prob(z), atol=1e-10)
+    torch.manual_seed(1)
+    draws = prior.sample((100_000,))
+    variance = codes.var(0, unbiased=False) + 0.3**2
+    assert ((draws.mean(0) - codes.mean(0)).abs() < 5 * (variance / len(draws)).sqrt()).all()
+    variance_se = variance * (4 / len(draws)) ** 0.5  # twice a Gaussian's (2 / n)^0.5: a mixture's tails are heavier
+    assert ((draws.var(0) - variance).abs() < 5 * variance_se).all()
+
+
+@pytest.mark.parametrize("family", ["gaussian", "gmm", "flow", "exemplar"])
 @pytest.mark.parametrize("d", [1, 3])
 def test_a_prior_taken_apart_and_rebuilt_has_the_same_density(family, d):
     from pyro_mapa.models.priors import prior_from_tensors, prior_tensors
 
     codes = torch.randn(300, d, generator=torch.Generator().manual_seed(0)) * torch.arange(1.0, d + 1)
-    prior = fit_prior(codes, family, num_components=3, num_steps=50, progress=False)
+    prior = fit_prior(codes, family, num_components=3, num_steps=50, progress=False,
+                      code_noise=0.2 if family == "exemplar" else 0.0)
     name, tensors = prior_tensors(prior)
     assert name == family
     rebuilt = prior_from_tensors(name, {k: v.clone() for k, v in tensors.items()})

@@ -306,3 +306,23 @@ def test_code_noise_trains_around_the_codes_and_widens_the_prior(trained, untrai
     centred = noisy.codes - noisy.codes.mean(0)  # the codes' Gaussian MLE, widened by tau^2 I
     torch.testing.assert_close(noisy.prior.covariance_matrix,
                                centred.T @ centred / len(centred) + 0.09 * torch.eye(2), rtol=1e-4, atol=1e-4)
+
+
+def test_the_smoothed_models_own_prior_is_saved_and_loaded(trained, tmp_path):
+    """prior="exemplar" with code noise: the final model's prior is ``N(z_i, tau^2 I)`` at the
+    trained codes, equally weighted (torch's mixture of those components is the reference), and
+    the file gives it back with the same density."""
+    import pyro.distributions as dist
+
+    folder, data, _ = trained
+    model = train_mapa(data, BernoulliLikelihood(), latent_dim=2, hidden=16, epochs=1, batch_size=50, lr=1e-2,
+                       prior="exemplar", code_noise=0.3, cache=folder / "cache.pt", progress=False)
+    reference = dist.MixtureSameFamily(dist.Categorical(logits=torch.zeros(len(model.codes))),
+                                       dist.Normal(model.codes, 0.3).to_event(1))
+    z = torch.randn(20, 2, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(model.prior.log_prob(z), reference.log_prob(z), rtol=0, atol=1e-4)
+    model.save(tmp_path / "model.pt")
+    assert torch.equal(TrainedModel.load(tmp_path / "model.pt").prior.log_prob(z), model.prior.log_prob(z))
+    with pytest.raises(ValueError, match="code_noise must be positive"):
+        train_mapa(data, BernoulliLikelihood(), latent_dim=2, hidden=16, epochs=1, prior="exemplar",
+                   cache=folder / "cache.pt", progress=False)

@@ -123,8 +123,8 @@ class ModelScorer:
     def swap_prior(self, prior: dist.Distribution) -> None:
         """Score the same decoder under another ``prior`` from now on, with the proposal fitted at
         the last :meth:`update` (its defensive component becomes ``prior``; an ``"encoder"``
-        proposal is not refitted, so the estimate stays unbiased but may be looser than a fit to
-        this model's posterior would give)."""
+        proposal is not refitted: the estimate of ``p(x)`` stays unbiased, but may be noisier, and
+        that of ``log p(x)`` more biased low, than with a fit to this model's posterior)."""
         if self.proposal is None:
             raise RuntimeError("call update() with the model's prior before swapping it")
         if self.kind == "laplace":

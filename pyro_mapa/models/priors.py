@@ -190,7 +190,7 @@ def fit_prior(
             raise ValueError(f"num_components={num_components} is larger than the number of codes {len(codes)}")
         return _gmm(codes, num_components, seed, widening)
     if family == "exemplar":
-        return ExemplarMixture(codes, code_noise)
+        return ExemplarMixture(codes.clone(), code_noise)  # a snapshot, as the fitted families are
     if family == "flow":
         check_count(num_steps, "num_steps")
         check_count(batch_size, "batch_size")

@@ -108,6 +108,7 @@ def test_a_swapped_prior_is_scored_with_the_fitted_encoder_as_quadrature_scores_
     first = scorer(x, num_particles=2000)
     exemplar = fit_prior(codes + 1.0, "exemplar", code_noise=0.3)  # off the first model's posterior
     scorer.swap_prior(exemplar)
+    assert scorer.proposal.prior is exemplar  # the defensive component is the new prior
     swapped = scorer(x, num_particles=2000)
     truth = grid_log_likelihood(decoder, exemplar, likelihood, x, -9.0, 9.0, 20001)
     assert ((swapped.value - truth).abs() < 3 * swapped.stderr + 1e-3).all()

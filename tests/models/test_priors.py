@@ -189,6 +189,9 @@ def test_the_exemplar_prior_is_the_codes_widened_by_the_noise():
     assert ((draws.mean(0) - codes.mean(0)).abs() < 5 * (variance / len(draws)).sqrt()).all()
     variance_se = variance * (4 / len(draws)) ** 0.5  # twice a Gaussian's (2 / n)^0.5: a mixture's tails are heavier
     assert ((draws.var(0) - variance).abs() < 5 * variance_se).all()
+    before = prior.log_prob(z)
+    codes.add_(5.0)  # the codes trained on after the fit: the prior is a snapshot
+    assert torch.equal(prior.log_prob(z), before)
 
 
 @pytest.mark.parametrize("family", ["gaussian", "gmm", "flow", "exemplar"])

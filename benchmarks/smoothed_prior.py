@@ -92,13 +92,14 @@ def main() -> None:
               f"{row['seconds']:.0f} |", flush=True)
 
     def score(decoder, fitted, codes):
-        priors = {f"fitted ({method.prior})": fitted}
+        fitted_name = f"fitted ({method.prior})"
+        priors = {fitted_name: fitted}
         priors |= {f"exemplar tau={s:g}": fit_prior(codes, "exemplar", code_noise=s) for s in args.scales}
         scorers: dict[str, ModelScorer] = {}
 
         def scorer_for(prior_name: str) -> ModelScorer:
             """The fitted prior's scorer, swapped to ``prior_name``; with ``--refit``, one fitted to each."""
-            key = prior_name if args.refit else next(iter(priors))
+            key = prior_name if args.refit else fitted_name
             if key not in scorers:
                 scorers[key] = ModelScorer("encoder", decoder, split.likelihood, split.train, split.latent_dim,
                                            split.hidden)
@@ -120,8 +121,7 @@ def main() -> None:
                 warnings.simplefilter("ignore", UserWarning)  # a poor k-hat is a column
                 ll = scorer(x, particles, k_hat=True)
             values[prior_name, images] = ll.value
-            fitted_values = values[next(iter(priors)), images]
-            change = paired_difference(ll.value, fitted_values)
+            change = paired_difference(ll.value, values[fitted_name, images])
             save(dict(prior=prior_name, images=images, particles=particles, ll=ll.value.mean().item(),
                       minus_fitted=change.mean, minus_fitted_se=change.se, ess=ll.ess.median().item(),
                       k_hat=ll.k_hat.median().item(), seconds=time.perf_counter() - clock, values=ll.value.tolist()))
@@ -133,12 +133,12 @@ def main() -> None:
         test_name = f"test[:{len(test)}]"
         if not len(test):
             return
-        for prior_name in (next(iter(priors)), best):
+        for prior_name in (fitted_name, best):
             estimate(prior_name, test_name, test, args.test_particles)
         for path in args.versus:
             part = json.loads(path.read_text())["result"]
             theirs = torch.tensor(part["test_point_ll"][: len(test)])
-            for prior_name in (next(iter(priors)), best):
+            for prior_name in (fitted_name, best):
                 difference = paired_difference(values[prior_name, test_name], theirs)
                 print(f"{prior_name} minus {part['method']} (seed {part['seed']}, {path.parent.name}) on {test_name}: "
                       f"{difference.mean:+.2f} (paired se {difference.se:.2f})")

@@ -17,7 +17,7 @@ import torch
 from pyro.infer import Trace_ELBO
 from pyro.infer.autoguide import AutoDelta, AutoNormal, init_to_value
 
-from .._checks import check_code_noise
+from .._checks import check_code_noise, check_num_neighbors
 from ..cache import Kernel, MAPAPosterior, NeighborhoodBatches
 from ..infer import DEFAULT_DEFENSIVE, MAPA_ELBO, MAPAGuide
 from ..models import ExemplarMixture, Likelihood, fit_prior, pca_codes
@@ -182,8 +182,10 @@ class MAPA(Method):
                          "or exemplar")
 
     def num_cached(self, num_points: int) -> int:
-        """``K_c`` of the cache: 64, or ``K`` if more."""
-        return max(64, self.num_neighbors)
+        """``K_c`` of the cache: 64, or ``K`` if more, and at most the ``N`` training points
+        (``K > N`` is refused by name)."""
+        check_num_neighbors(self.num_neighbors, num_points, f"{self.label}: K")
+        return min(num_points, max(64, self.num_neighbors))
 
     def bound(self, num_points: int) -> MAPA_ELBO:
         return MAPA_ELBO(self.num_neighbors, self.num_samples, max_plate_nesting=1)

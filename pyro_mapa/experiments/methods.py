@@ -262,6 +262,9 @@ class Exact(MAPA):
     kind = "exact"
 
     def __post_init__(self):
+        if self.prior_family()["family"] == "exemplar":  # before MAPA's check, which would ask for code noise
+            raise ValueError(f"{self.kind}: the 'exemplar' prior is the smoothed model's, trained with code noise, "
+                             "which exact enumeration does not take: use gmm<k> or gaussian")
         super().__post_init__()
         given = [f"d{self.defensive:g}"] * (self.defensive != DEFAULT_DEFENSIVE) + [f"g{self.group_size}"] * (
             self.group_size != 1) + ["shared"] * self.shared_tail + [f"noise{self.code_noise:g}"] * bool(self.code_noise)

@@ -501,7 +501,9 @@ def test_code_noise_is_named_and_widens_the_fitted_mixture():
     assert_refused([("mapa-1-10@noise", "bad code noise"), ("mapa-1-10@noise0.1,noise0.2", "repeats an option"),
                     ("mapa-1-10@noise-1", "finite number >= 0"), ("mapa-1-10@noiseinf", "finite number >= 0"),
                     ("mapa-1-10@flow,noise0.1", "not the flow"), ("exact@noise0.1", "no code noise"),
-                    ("smoothed-mapa-1-10@noise0.1", "no code noise"), ("mapa-1-10@exemplar", "must be positive")])
+                    ("smoothed-mapa-1-10@noise0.1", "no code noise"), ("mapa-1-10@exemplar", "must be positive"),
+                    ("exact@exemplar", "exact enumeration does not take"),
+                    ("exact@exemplar,noise0.2", "exact enumeration does not take")])
     codes = two_cluster_codes()
     widened = method.continuous_prior(None, codes, seed=0)
     fitted = parse_method("mapa-1-10@gmm3").continuous_prior(None, codes, seed=0)

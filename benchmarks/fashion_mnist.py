@@ -2,10 +2,13 @@
 
 Every (method, seed) at a budget is one part, saved as its own JSON file under
 ``--out/budget<B>/`` as soon as it ends (written atomically); a part whose file exists is
-skipped, so a campaign that outlasts a session resumes where it stopped. Within a part, the
-trained half (the best checkpoint, the curve) is saved as ``<part>.trained.pt`` before the final
-score (``train_and_score(trained_path=...)``): a part stopped during its score resumes there
-(an Exemplar VAE part is about an hour of each); it is removed once the part is written (a
+skipped, so a campaign that outlasts a session resumes where it stopped. Within a part, its
+state is saved as ``<part>.trained.pt`` (``train_and_score(trained_path=...)``): at every
+checkpoint while it trains (parameters, optimiser, counters, the curve so far) and, as the
+trained half (the best checkpoint, the curve), before the final score; a part stopped while
+training goes on from its last checkpoint, one stopped during its score resumes there (an
+Exemplar VAE part is about an hour of each, a VAE at 54 million passes two hours of training),
+with the result an uninterrupted part gives. The file is removed once the part is written (a
 part run again after a change of code trains again). ``report`` reads
 the parts of a budget and prints the comparison's table (medians, spreads, phase timings)
 and writes the curves as a plot.
@@ -90,7 +93,7 @@ def run(args) -> None:
             if path.exists():
                 print(f"{path.name}: done before, skipped", flush=True)
                 continue
-            resumed = trained.exists()  # an interrupted part's trained half: only the score runs here
+            resumed = trained.exists()  # an interrupted part's state: it goes on from there
             result = train_and_score(
                 method, split, seed, args.budget, lr=args.lr, batch_size=args.batch_size,
                 num_checkpoints=args.checkpoints, eval_particles=args.eval_particles, checkpoint_test=False,
@@ -103,7 +106,7 @@ def run(args) -> None:
                 "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "func"},
                 "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
                            f"{torch.get_num_threads()} threads",
-                "date": datetime.date.today().isoformat(), "commit": commit, "resumed_after_training": resumed,
+                "date": datetime.date.today().isoformat(), "commit": commit, "resumed": resumed,
             }
             with atomic_file(path, "w") as f:  # whole or not at all
                 f.write(json.dumps(record, indent=1))

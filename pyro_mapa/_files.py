@@ -56,10 +56,10 @@ def write_checked_file(path: str | os.PathLike, file_format: str, tensors: dict[
 
 
 def read_checked_file(path: str | os.PathLike, formats: tuple[str, ...], what: str, required: tuple[str, ...] = (),
-                      checked: tuple[str, ...] = ()) -> dict:
+                      checked: tuple[str, ...] | dict[str, tuple[str, ...]] = ()) -> dict:
     """The payload of a file written by :func:`write_checked_file` in one of ``formats``,
-    holding the ``required`` fields, its checksum (of the tensors and the ``checked`` fields)
-    verified.
+    holding the ``required`` fields, its checksum (of the tensors and the ``checked`` fields,
+    or ``checked[format]`` where they differ by format) verified.
 
     :raises ValueError: if the file is not a complete, intact ``what`` (a truncated or
         corrupted copy, another file, another format).
@@ -68,10 +68,12 @@ def read_checked_file(path: str | os.PathLike, formats: tuple[str, ...], what: s
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
         tensors, data_fingerprint, checksum = payload["tensors"], payload["fingerprint"], payload["checksum"]
-        for name in (*required, *checked):
-            payload[name]
         if payload["format"] not in formats:
             raise ValueError(f"unknown format {payload['format']!r}")
+        if isinstance(checked, dict):
+            checked = checked[payload["format"]]
+        for name in (*required, *checked):
+            payload[name]
     except FileNotFoundError:
         raise
     except Exception as e:  # torch raises many types on a damaged zip or pickle

@@ -26,6 +26,7 @@ import time
 import warnings
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable
 
 import pyro
@@ -48,7 +49,7 @@ from ..models.counting import PassCounter
 from .methods import Method, build_method, parse_method
 from .scoring import ModelScorer
 from .split import Split
-from .trained_run import load_trained_run, save_trained_run
+from .trained_run import TrainingProgress, load_trained_run, save_trained_run
 from .warmup import KLWarmup
 
 __all__ = ["GRID_POINTS", "RunResult", "restore_params", "snapshot_params", "train_and_score"]
@@ -156,11 +157,12 @@ def train_and_score(
     :param inspect: called once at the end with the best checkpoint's decoder, its
         continuous prior and its training codes, for whoever wants to score it otherwise
         (benchmarks/estimator_stability.py, benchmarks/prior_family.py).
-    :param trained_path: a file for the trained half of the run
-        (:mod:`~pyro_mapa.experiments.trained_run`): written after the last checkpoint, before
-        the final score; where it exists already (an interrupted run's), training is skipped
-        and its best checkpoint scored, with the same result an uninterrupted run gives. A file
-        from a run with other settings or data is refused by name.
+    :param trained_path: a file for the run's state (:mod:`~pyro_mapa.experiments.trained_run`):
+        written after each checkpoint while training and, after the last, as the trained half,
+        before the final score. Where it exists already (an interrupted run's), the run goes on
+        from it: training from its last checkpoint, or, if it was trained, straight to the
+        score; either way with the same result an uninterrupted run gives. A file from a run
+        with other settings or data is refused by name.
     """
     method = parse_method(method) if isinstance(method, str) else method
     for name, count in [("budget", budget), ("batch_size", batch_size), ("num_checkpoints", num_checkpoints),
@@ -194,15 +196,17 @@ def train_and_score(
                     code_init=code_init,
                     num_checkpoints=num_checkpoints, eval_particles=eval_particles, checkpoint_test=checkpoint_test,
                     scorer=scorer, scorer_fit_steps=scorer_fit_steps, kl_warmup=kl_warmup)
+    saved = None
     if trained_path is not None and os.path.exists(trained_path):
-        saved, best_state = load_trained_run(trained_path, split, settings)
-        result = RunResult(**saved)
+        saved, best_state, stopped_at = load_trained_run(trained_path, split, settings)  # sets torch's generator
+        result = RunResult(**saved)  # the saved run's, timings included
         _register_params(setup, train, batch_size)
-    else:
+    if saved is None or stopped_at is not None:  # not trained, or stopped during training
         best_state = _train_with_checkpoints(
             setup, decoder, split, result, score, current_prior, budget=budget, batch_size=batch_size, lr=lr,
             num_checkpoints=num_checkpoints, eval_particles=eval_particles, checkpoint_test=checkpoint_test,
-            kl_warmup=kl_warmup, progress=progress,
+            kl_warmup=kl_warmup, progress=progress, resume=None if saved is None else (best_state, stopped_at),
+            save=None if trained_path is None else partial(save_trained_run, trained_path, split, settings),
         )
         if trained_path is not None:
             save_trained_run(trained_path, split, settings, result, best_state)
@@ -247,10 +251,18 @@ def _train_with_checkpoints(
     setup, decoder: torch.nn.Module, split: Split, result: RunResult, score: ModelScorer,
     current_prior: Callable[[], tuple[dist.Distribution, torch.Tensor]], *, budget: int, batch_size: int, lr: float,
     num_checkpoints: int, eval_particles: int, checkpoint_test: bool, kl_warmup: int, progress: bool | None,
+    resume: tuple[dict[str, torch.Tensor], TrainingProgress] | None = None,
+    save: Callable[[RunResult, dict[str, torch.Tensor], TrainingProgress], None] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Train ``setup`` (around ``decoder``) for ``budget`` decoder passes as :func:`train_and_score`
     says, scoring its checkpoints with ``score``; fills ``result``'s curve, steps and timings and
-    returns the best-validation checkpoint's parameters (:func:`snapshot_params`)."""
+    returns the best-validation checkpoint's parameters (:func:`snapshot_params`).
+
+    :param resume: the best checkpoint so far and the progress of a training stopped after a
+        checkpoint (``result`` then holds its curve and steps, torch's generator its state
+        then): training goes on from there.
+    :param save: called after every checkpoint but the last with the result so far, the best
+        checkpoint's parameters and the progress (the run's state file)."""
     model, guide, loss, encoder, batches = setup
     warmup = None
     if kl_warmup:
@@ -260,9 +272,16 @@ def _train_with_checkpoints(
     encoder_passes = PassCounter(encoder) if encoder is not None else None
     num_points = len(split.train)
     svi = SVI(model, guide, Adam({"lr": lr}), loss=loss)
-    best_state = {}
-    next_checkpoint, elapsed = budget / num_checkpoints, 0.0
+    best_state, next_checkpoint, elapsed = {}, budget / num_checkpoints, 0.0
+    if resume is not None:
+        best_state, stopped_at = resume
+        restore_params(stopped_at.params)
+        svi.optim.set_state(stopped_at.optimizer)  # Pyro's: consumed as each parameter's Adam is made
+        decoder_passes.count, next_checkpoint, elapsed = stopped_at.decoder_passes, stopped_at.next_checkpoint, result.train_seconds
+        if encoder_passes is not None:
+            encoder_passes.count = stopped_at.encoder_passes
     bar = progress_bar(total=budget, progress=progress, desc=f"{result.method} seed {result.seed}", unit="pass", leave=False)
+    bar.update(min(decoder_passes.count, budget))
     while decoder_passes.count < budget:
         if batches is None:
             idx, weights = torch.randint(0, num_points, (batch_size,)), None
@@ -293,6 +312,11 @@ def _train_with_checkpoints(
                 result.best_val_ll, result.passes_to_best, result.seconds_to_best = val_ll, passes, elapsed
                 best_state = snapshot_params()
             result.curve.append((passes, val_ll, test_ll))
+            if save is not None and passes < budget:  # the last checkpoint's state is the trained half
+                result.train_seconds = elapsed
+                save(result, best_state, TrainingProgress(
+                    snapshot_params(), svi.optim.get_state(), passes,
+                    encoder_passes.count if encoder_passes is not None else 0, next_checkpoint))
     bar.close()
     result.total_passes, result.train_seconds = decoder_passes.count, elapsed
     result.decoder_per_point_step = result.total_passes / (result.steps * batch_size)

@@ -1,11 +1,17 @@
-"""A run's trained half saved before its final score: resumed, it scores as an uninterrupted run."""
+"""A run's state saved while it trains and before its final score: resumed from either, it
+ends as an uninterrupted run."""
 
 from dataclasses import asdict, replace
 
 import pytest
+import torch
+from pyro.infer import SVI
 
 import pyro_mapa.experiments.training as training
+from pyro_mapa._files import write_checked_file
 from pyro_mapa.experiments import load_split, train_and_score
+from pyro_mapa.experiments.scoring import ModelScorer
+from pyro_mapa.experiments.trained_run import _fingerprint
 
 SETTINGS = dict(lr=0.05, num_checkpoints=4, eval_particles=10, test_particles=50, max_test_particles=50)
 
@@ -34,10 +40,59 @@ def test_a_resumed_run_scores_as_an_uninterrupted_one(split, method, tmp_path, m
     for run in (saved, resumed):
         assert run.test_ll == uninterrupted.test_ll and run.curve == uninterrupted.curve
         assert run.test_ess == uninterrupted.test_ess and run.passes_to_best == uninterrupted.passes_to_best
-    timings = {"setup_seconds", "train_seconds", "checkpoint_seconds", "score_seconds", "seconds_to_best"}
-    assert {k: v for k, v in asdict(resumed).items() if k not in timings} == {
-        k: v for k, v in asdict(uninterrupted).items() if k not in timings}
+    assert untimed(resumed) == untimed(uninterrupted)
     assert resumed.train_seconds == saved.train_seconds  # the saved run's, not this process's
+
+
+TIMINGS = {"setup_seconds", "train_seconds", "checkpoint_seconds", "score_seconds", "seconds_to_best"}
+
+
+def untimed(run) -> dict:
+    return {k: v for k, v in asdict(run).items() if k not in TIMINGS}
+
+
+@pytest.mark.parametrize("method, extra", [("mapa-2-3@shared,noise0.1", {}), ("vae", {"kl_warmup": 3000}),
+                                           ("autodelta", {})])
+def test_a_run_stopped_during_training_goes_on_as_if_never_stopped(split, method, extra, tmp_path, monkeypatch):
+    """The session ends (KeyboardInterrupt) during the third of four checkpoints; the run
+    started again with the same file trains only the steps after the second checkpoint and
+    ends bit for bit as the uninterrupted run: its curve, best checkpoint, steps and test score.
+    Without the optimiser's moments, the pass counter, the KL warm-up's position or torch's
+    generator restored, the steps after the stop would differ."""
+    settings = {**SETTINGS, **extra}
+    uninterrupted = train_and_score(method, split, 3, 6000, **settings)
+    path, update, checkpoints = tmp_path / "state.pt", ModelScorer.update, []
+
+    def session_ends_at_the_third_checkpoint(self, *args, **kwargs):
+        checkpoints.append(1)
+        if len(checkpoints) == 3:
+            raise KeyboardInterrupt
+        return update(self, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ModelScorer, "update", session_ends_at_the_third_checkpoint)
+        with pytest.raises(KeyboardInterrupt):
+            train_and_score(method, split, 3, 6000, trained_path=path, **settings)
+    state = torch.load(path, weights_only=True)
+    assert state["progress"]["stage"] == "training" and len(state["result"]["curve"]) == 2
+    steps, step = [], SVI.step
+    monkeypatch.setattr(SVI, "step", lambda self, *a, **k: steps.append(1) or step(self, *a, **k))
+    resumed = train_and_score(method, split, 3, 6000, trained_path=path, **settings)
+    assert len(steps) == uninterrupted.steps - state["result"]["steps"] > 0  # only the rest was trained
+    assert untimed(resumed) == untimed(uninterrupted)
+    assert torch.load(path, weights_only=True)["progress"]["stage"] == "trained"
+
+
+def test_a_trained_half_saved_by_the_first_format_is_still_scored(split, tmp_path):
+    """Files of format /1 (the trained half only, before the training stage existed) are read."""
+    path = tmp_path / "trained.pt"
+    uninterrupted = train_and_score("vae", split, 3, 3000, trained_path=path, **SETTINGS)
+    payload = torch.load(path, weights_only=True)
+    old = "pyro-mapa-trained-run/1"
+    write_checked_file(path, old, payload["tensors"], _fingerprint(split, payload["settings"], old),
+                       checked=("result", "settings"), result=payload["result"], settings=payload["settings"])
+    resumed = train_and_score("vae", split, 3, 3000, trained_path=path, **SETTINGS)
+    assert untimed(resumed) == untimed(uninterrupted)
 
 
 def test_a_file_from_another_run_or_a_damaged_one_is_refused_by_name(split, tmp_path):

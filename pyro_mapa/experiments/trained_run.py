@@ -39,7 +39,7 @@ from .split import Split
 __all__ = ["FORMAT", "TrainingProgress", "load_trained_run", "save_trained_run"]
 
 FORMAT = "pyro-mapa-trained-run/2"
-_CHECKED = {FORMAT: ("result", "settings", "progress"),
+_CHECKED = {FORMAT: ("result", "settings", "state"),
             "pyro-mapa-trained-run/1": ("result", "settings")}  # /1: the trained stage only, still read
 
 
@@ -75,16 +75,13 @@ def _flat_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
     for name, state_dict in state.items():
         for index, entries in state_dict["state"].items():
             tensors.update({f"optim:{name}:{index}:{key}": value for key, value in entries.items()})
-        groups[name] = [{k: list(v) if isinstance(v, tuple) else v for k, v in group.items()}
-                        for group in state_dict["param_groups"]]
+        groups[name] = state_dict["param_groups"]
     return tensors, groups
 
 
 def _nested_optimizer(tensors: dict[str, torch.Tensor], groups: dict) -> dict:
     """The inverse of :func:`_flat_optimizer`."""
-    state = {name: {"state": {}, "param_groups": [{k: tuple(v) if k == "betas" else v for k, v in group.items()}
-                                                  for group in name_groups]}
-             for name, name_groups in groups.items()}
+    state = {name: {"state": {}, "param_groups": name_groups} for name, name_groups in groups.items()}
     for key, value in tensors.items():
         if key.startswith("optim:"):
             name, index, entry = key[len("optim:"):].rsplit(":", 2)
@@ -93,22 +90,22 @@ def _nested_optimizer(tensors: dict[str, torch.Tensor], groups: dict) -> dict:
 
 
 def save_trained_run(path: str | os.PathLike, split: Split, settings: dict, result,
-                     best_state: dict[str, torch.Tensor], progress: TrainingProgress | None = None) -> None:
+                     best_state: dict[str, torch.Tensor], training: TrainingProgress | None = None) -> None:
     """Write the best checkpoint's parameters ``best_state``, the :class:`RunResult` so far,
-    torch's generator state and, for an unfinished training, its ``progress`` to ``path``
-    (atomically), tied to ``split``'s data and to ``settings`` (the run's arguments: plain
-    values). Without ``progress``: the trained stage."""
+    torch's generator state and, for an unfinished training, its progress ``training`` to
+    ``path`` (atomically), tied to ``split``'s data and to ``settings`` (the run's arguments:
+    plain values). Without ``training``: the trained stage."""
     tensors = {f"param:{name}": value for name, value in best_state.items()}
     tensors["rng_state"] = torch.get_rng_state()
-    fields = {"stage": "trained"}
-    if progress is not None:
-        optimizer, groups = _flat_optimizer(progress.optimizer)
-        tensors.update({f"current:{name}": value for name, value in progress.params.items()}, **optimizer)
-        fields = {"stage": "training", "optimizer_groups": groups,
-                  "counters": {"decoder_passes": progress.decoder_passes, "encoder_passes": progress.encoder_passes,
-                               "next_checkpoint": progress.next_checkpoint}}
-    write_checked_file(path, FORMAT, tensors, _fingerprint(split, settings), checked=("result", "settings", "progress"),
-                       result=asdict(result), settings=settings, progress=fields)
+    state = {"stage": "trained"}
+    if training is not None:
+        optimizer, groups = _flat_optimizer(training.optimizer)
+        tensors.update({f"current:{name}": value for name, value in training.params.items()}, **optimizer)
+        state = {"stage": "training", "optimizer_groups": groups,
+                 "counters": {"decoder_passes": training.decoder_passes, "encoder_passes": training.encoder_passes,
+                              "next_checkpoint": training.next_checkpoint}}
+    write_checked_file(path, FORMAT, tensors, _fingerprint(split, settings), checked=_CHECKED[FORMAT],
+                       result=asdict(result), settings=settings, state=state)
 
 
 def load_trained_run(path: str | os.PathLike, split: Split,
@@ -132,10 +129,10 @@ def load_trained_run(path: str | os.PathLike, split: Split,
     tensors = payload["tensors"]
     torch.set_rng_state(tensors["rng_state"])
     best_state = {name[len("param:"):]: value for name, value in tensors.items() if name.startswith("param:")}
-    fields = payload.get("progress", {"stage": "trained"})
-    if fields["stage"] == "trained":
+    state = payload["state"] if payload["format"] == FORMAT else {"stage": "trained"}  # /1: its checksum has no state
+    if state["stage"] == "trained":
         return payload["result"], best_state, None
-    progress = TrainingProgress(
+    training = TrainingProgress(
         params={name[len("current:"):]: value for name, value in tensors.items() if name.startswith("current:")},
-        optimizer=_nested_optimizer(tensors, fields["optimizer_groups"]), **fields["counters"])
-    return payload["result"], best_state, progress
+        optimizer=_nested_optimizer(tensors, state["optimizer_groups"]), **state["counters"])
+    return payload["result"], best_state, training

@@ -196,16 +196,16 @@ def train_and_score(
                     code_init=code_init,
                     num_checkpoints=num_checkpoints, eval_particles=eval_particles, checkpoint_test=checkpoint_test,
                     scorer=scorer, scorer_fit_steps=scorer_fit_steps, kl_warmup=kl_warmup)
-    saved = None
+    saved = training = None
     if trained_path is not None and os.path.exists(trained_path):
-        saved, best_state, stopped_at = load_trained_run(trained_path, split, settings)  # sets torch's generator
+        saved, best_state, training = load_trained_run(trained_path, split, settings)  # sets torch's generator
         result = RunResult(**saved)  # the saved run's, timings included
         _register_params(setup, train, batch_size)
-    if saved is None or stopped_at is not None:  # not trained, or stopped during training
+    if saved is None or training is not None:  # not trained, or stopped during training
         best_state = _train_with_checkpoints(
             setup, decoder, split, result, score, current_prior, budget=budget, batch_size=batch_size, lr=lr,
             num_checkpoints=num_checkpoints, eval_particles=eval_particles, checkpoint_test=checkpoint_test,
-            kl_warmup=kl_warmup, progress=progress, resume=None if saved is None else (best_state, stopped_at),
+            kl_warmup=kl_warmup, progress=progress, resume=None if saved is None else (best_state, training),
             save=None if trained_path is None else partial(save_trained_run, trained_path, split, settings),
         )
         if trained_path is not None:
@@ -274,12 +274,12 @@ def _train_with_checkpoints(
     svi = SVI(model, guide, Adam({"lr": lr}), loss=loss)
     best_state, next_checkpoint, elapsed = {}, budget / num_checkpoints, 0.0
     if resume is not None:
-        best_state, stopped_at = resume
-        restore_params(stopped_at.params)
-        svi.optim.set_state(stopped_at.optimizer)  # Pyro's: consumed as each parameter's Adam is made
-        decoder_passes.count, next_checkpoint, elapsed = stopped_at.decoder_passes, stopped_at.next_checkpoint, result.train_seconds
+        best_state, training = resume
+        restore_params(training.params)
+        svi.optim.set_state(training.optimizer)  # Pyro's: consumed as each parameter's Adam is made
+        decoder_passes.count, next_checkpoint, elapsed = training.decoder_passes, training.next_checkpoint, result.train_seconds
         if encoder_passes is not None:
-            encoder_passes.count = stopped_at.encoder_passes
+            encoder_passes.count = training.encoder_passes
     bar = progress_bar(total=budget, progress=progress, desc=f"{result.method} seed {result.seed}", unit="pass", leave=False)
     bar.update(min(decoder_passes.count, budget))
     while decoder_passes.count < budget:

@@ -204,7 +204,6 @@ def test_bad_settings_are_named_before_training(split):
         build_method("vae", split, make_decoder(1, 2))
 
 
-
 def test_mapa_caches_at_most_the_training_points_and_names_k_above_n():
     """A user's array with fewer than 64 training points: the cache holds all N of them
     (not the default 64, which would be refused for a setting the user never made), and
@@ -217,6 +216,7 @@ def test_mapa_caches_at_most_the_training_points_and_names_k_above_n():
     assert math.isfinite(run.test_ll)
     with pytest.raises(ValueError, match=r"mapa-50-3: K=50 is larger than the number of training points N=40"):
         train_and_score("mapa-50-3", small, seed=0, budget=500, num_checkpoints=1)
+
 
 @pytest.mark.parametrize("method", ["vae", "autonormal", "autodelta", "mapa-2-3"])
 def test_a_snapshot_of_the_param_store_restores_the_method(split, method):

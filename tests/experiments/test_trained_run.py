@@ -51,36 +51,65 @@ def untimed(run) -> dict:
     return {k: v for k, v in asdict(run).items() if k not in TIMINGS}
 
 
-@pytest.mark.parametrize("method, extra", [("mapa-2-3@shared,noise0.1", {}), ("vae", {"kl_warmup": 3000}),
+@pytest.mark.parametrize("method, extra", [("mapa-2-3@shared,noise0.1", {}), ("vae", {"kl_warmup": 5000}),
                                            ("autodelta", {})])
 def test_a_run_stopped_during_training_goes_on_as_if_never_stopped(split, method, extra, tmp_path, monkeypatch):
-    """The session ends (KeyboardInterrupt) during the third of four checkpoints; the run
-    started again with the same file trains only the steps after the second checkpoint and
-    ends bit for bit as the uninterrupted run: its curve, best checkpoint, steps and test score.
-    Without the optimiser's moments, the pass counter, the KL warm-up's position or torch's
-    generator restored, the steps after the stop would differ."""
+    """Two sessions end (KeyboardInterrupt) while the run trains: the first during the second of
+    four checkpoints, the next during the third; each time the run started again with the same
+    file trains only the steps after the last saved checkpoint, and it ends bit for bit as the
+    uninterrupted run: its curve, best checkpoint, steps and test score. Without the optimiser's
+    moments, the pass counter, the KL warm-up's position (its 5,000 passes span both stops) or
+    torch's generator restored, the steps after a stop would differ."""
     settings = {**SETTINGS, **extra}
     uninterrupted = train_and_score(method, split, 3, 6000, **settings)
+    path, update, step = tmp_path / "state.pt", ModelScorer.update, SVI.step
+    for stop_at in (2, 3, None):  # the checkpoint during which the session ends; None: it does not
+        saved = torch.load(path, weights_only=True) if path.exists() else None
+        checkpoints, steps = [], []
+
+        def update_until_the_session_ends(self, *args, **kwargs):
+            checkpoints.append(1)
+            if len(checkpoints) + (len(saved["result"]["curve"]) if saved else 0) == stop_at:
+                raise KeyboardInterrupt
+            return update(self, *args, **kwargs)
+
+        with monkeypatch.context() as patch:
+            patch.setattr(ModelScorer, "update", update_until_the_session_ends)
+            patch.setattr(SVI, "step", lambda self, *a, **k: steps.append(1) or step(self, *a, **k))
+            if stop_at is not None:
+                with pytest.raises(KeyboardInterrupt):
+                    train_and_score(method, split, 3, 6000, trained_path=path, **settings)
+            else:
+                resumed = train_and_score(method, split, 3, 6000, trained_path=path, **settings)
+        state = torch.load(path, weights_only=True)
+        assert state["state"]["stage"] == ("trained" if stop_at is None else "training")
+        assert len(state["result"]["curve"]) == (stop_at or 5) - 1
+    assert untimed(resumed) == untimed(uninterrupted)
+    assert len(steps) == uninterrupted.steps - saved["result"]["steps"] > 0  # only the steps after the 2nd checkpoint
+
+
+def test_a_training_state_from_another_run_or_altered_is_refused_by_name(split, tmp_path, monkeypatch):
+    """A file saved during training is tied to its settings and data like the trained half, and
+    its training state (the counters, the optimiser's settings) is covered by the checksum."""
     path, update, checkpoints = tmp_path / "state.pt", ModelScorer.update, []
 
-    def session_ends_at_the_third_checkpoint(self, *args, **kwargs):
+    def session_ends_at_the_second_checkpoint(self, *args, **kwargs):
         checkpoints.append(1)
-        if len(checkpoints) == 3:
+        if len(checkpoints) == 2:
             raise KeyboardInterrupt
         return update(self, *args, **kwargs)
 
-    with monkeypatch.context() as patch:
-        patch.setattr(ModelScorer, "update", session_ends_at_the_third_checkpoint)
-        with pytest.raises(KeyboardInterrupt):
-            train_and_score(method, split, 3, 6000, trained_path=path, **settings)
-    state = torch.load(path, weights_only=True)
-    assert state["progress"]["stage"] == "training" and len(state["result"]["curve"]) == 2
-    steps, step = [], SVI.step
-    monkeypatch.setattr(SVI, "step", lambda self, *a, **k: steps.append(1) or step(self, *a, **k))
-    resumed = train_and_score(method, split, 3, 6000, trained_path=path, **settings)
-    assert len(steps) == uninterrupted.steps - state["result"]["steps"] > 0  # only the rest was trained
-    assert untimed(resumed) == untimed(uninterrupted)
-    assert torch.load(path, weights_only=True)["progress"]["stage"] == "trained"
+    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        patch.setattr(ModelScorer, "update", session_ends_at_the_second_checkpoint)
+        train_and_score("vae", split, 0, 2000, trained_path=path, **SETTINGS)
+    payload = torch.load(path, weights_only=True)
+    assert payload["state"]["stage"] == "training"
+    with pytest.raises(ValueError, match=r"saved by another run \(lr: saved 0.05, this run 0.1\)"):
+        train_and_score("vae", split, 0, 2000, trained_path=path, **{**SETTINGS, "lr": 0.1})
+    payload["state"]["counters"]["decoder_passes"] += 100
+    torch.save(payload, path)
+    with pytest.raises(ValueError, match="is corrupted"):
+        train_and_score("vae", split, 0, 2000, trained_path=path, **SETTINGS)
 
 
 def test_a_trained_half_saved_by_the_first_format_is_still_scored(split, tmp_path):

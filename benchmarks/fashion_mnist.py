@@ -11,7 +11,8 @@ Exemplar VAE part is about an hour of each, a VAE at 54 million passes two hours
 with the result an uninterrupted part gives. The file is removed once the part is written (a
 part run again after a change of code trains again). ``report`` reads
 the parts of a budget and prints the comparison's table (medians, spreads, phase timings)
-and writes the curves as a plot.
+and writes the curves as a plot; ``--also PART.json ...`` adds parts of other budgets (on the
+same split), labelled with their folder and paired image by image with the rest.
 
 The protocol is `pyro_mapa.experiments.train_and_score`'s on `load_split("fashion-mnist")`:
 the 50,000 training images (stochastically binarized with seed 0), a Bernoulli decoder
@@ -117,16 +118,22 @@ def run(args) -> None:
 
 def report(args) -> None:
     folder = _folder(args)
-    records = [json.loads(p.read_text()) for p in sorted(folder.glob("*-seed*.json"))]
-    if not records:
+    parts = sorted(folder.glob("*-seed*.json"))
+    if not parts:
         raise SystemExit(f"no parts under {folder}")
+    parts += args.also
+    records = [json.loads(p.read_text()) for p in parts]
+    other_splits = sorted({str(p) for p, r in zip(parts, records) if r["split"] != records[0]["split"]})
+    if other_splits:
+        raise SystemExit(f"{other_splits} were scored on another split than {folder}'s parts: not comparable")
     names = {f.name for f in fields(RunResult)}
     runs = [RunResult(**{k: v for k, v in r["result"].items() if k in names}) for r in records]
-    order = {m: i for i, m in enumerate(METHODS)}
-    runs.sort(key=lambda r: (order.get(r.method, len(order)), r.lr, r.kl_warmup, r.seed))
-    for r in runs:
+    for part, r in zip(parts, runs):
         r.method += (f" lr={r.lr:g}" if r.lr != DEFAULT_LR else "") + (
-            f" warm-up={r.kl_warmup:,}" if r.kl_warmup else "")
+            f" warm-up={r.kl_warmup:,}" if r.kl_warmup else "") + (
+            f" ({part.parent.name})" if part.parent != folder else "")  # a part of another budget (--also)
+    order = {m: i for i, m in enumerate(METHODS)}
+    runs.sort(key=lambda r: (order.get(r.method.split()[0], len(order)), r.lr, r.kl_warmup, r.method, r.seed))
     split = load_split("fashion-mnist", num_val=records[0]["settings"]["num_val"],
                        num_test=records[0]["settings"]["num_test"], binarization=args.binarization, layers=args.layers)
     print(summary_table(split, runs))
@@ -152,6 +159,9 @@ def main() -> None:
                          help="dynamic: every step trains on a fresh draw of its images (parts under budget<B>-dynamic/)")
         sub.add_argument("--layers", choices=LAYERS, default="tanh",
                          help="gated: the published networks' gated hidden layers (parts under budget<B>[-dynamic]-gated/)")
+    commands.choices["report"].add_argument(
+        "--also", type=Path, nargs="+", default=[],
+        help="parts of other budgets (their JSON files) to report beside this budget's, paired on the same test images")
     run_parser = commands.choices["run"]
     run_parser.add_argument("--methods", nargs="+", default=METHODS)
     run_parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

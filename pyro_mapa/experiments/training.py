@@ -314,8 +314,9 @@ def _train_with_checkpoints(
             result.curve.append((passes, val_ll, test_ll))
             if save is not None and passes < budget:  # the last checkpoint's state is the trained half
                 result.train_seconds = elapsed
+                current = best_state if result.passes_to_best == passes else snapshot_params()  # stored once if the same
                 save(result, best_state, TrainingProgress(
-                    snapshot_params(), svi.optim.get_state(), passes,
+                    current, svi.optim.get_state(), passes,
                     encoder_passes.count if encoder_passes is not None else 0, next_checkpoint))
     bar.close()
     result.total_passes, result.train_seconds = decoder_passes.count, elapsed

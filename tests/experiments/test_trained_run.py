@@ -104,6 +104,9 @@ def test_a_training_state_from_another_run_or_altered_is_refused_by_name(split, 
         train_and_score("vae", split, 0, 2000, trained_path=path, **SETTINGS)
     payload = torch.load(path, weights_only=True)
     assert payload["state"]["stage"] == "training"
+    best = {name[len("param:"):]: value for name, value in payload["tensors"].items() if name.startswith("param:")}
+    assert best and all(  # saved at the first checkpoint, the best so far: its parameters stored once
+        value.data_ptr() == payload["tensors"][f"current:{name}"].data_ptr() for name, value in best.items())
     with pytest.raises(ValueError, match=r"saved by another run \(lr: saved 0.05, this run 0.1\)"):
         train_and_score("vae", split, 0, 2000, trained_path=path, **{**SETTINGS, "lr": 0.1})
     payload["state"]["counters"]["decoder_passes"] += 100

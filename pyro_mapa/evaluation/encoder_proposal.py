@@ -21,11 +21,17 @@ component,
 
 so that the weights stay bounded by ``p(x | f(z)) / w_0``. The estimate stays unbiased for
 any ``phi`` (its draws are independent of the fit), whichever points ``q_phi`` was fitted on.
+
+An amortized ``q_phi`` is one network for all points, so it fits no point's posterior exactly
+(the amortization gap). :meth:`EncoderProposal.refined` closes it for the points being scored:
+each one's Gaussian starts at the encoder's and its own ``mu_n, log sigma_n`` are fitted by the
+same bound on that point alone (semi-amortized inference; docs/math.md, section 5).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import pyro
 import pyro.distributions as dist
@@ -33,6 +39,7 @@ import torch
 
 from .._checks import check_count
 from .._progress import progress_bar
+from .._tensors import row_chunks
 from ..infer import IWAE_ELBO
 from ..models import Likelihood, as_likelihood
 from .mixtures import DefensiveMixture, fast_prior
@@ -80,6 +87,7 @@ class EncoderProposal:
         self.encoder, self.likelihood, self.site = encoder, as_likelihood(likelihood), site
         self.prior_weight, self.inflation = prior_weight, inflation
         self.bound = IWAE_ELBO(check_count(num_particles, "num_particles"), max_plate_nesting=1)
+        self.refining_bound = IWAE_ELBO(num_particles, max_plate_nesting=1, estimator="dreg")
         self.optimizer = torch.optim.Adam(encoder.parameters(), lr=lr)
         self.set_model(decoder, prior)
 
@@ -101,6 +109,30 @@ class EncoderProposal:
         with pyro.plate("data", len(x)):
             pyro.sample(self.site, dist.Normal(*self._encode(x)).to_event(1))
 
+    @contextmanager
+    def _frozen_decoder(self) -> Iterator[None]:
+        """The decoder's parameters take no gradient inside (their flags restored after)."""
+        frozen = [p for p in getattr(self.decoder, "parameters", list)() if p.requires_grad]
+        for p in frozen:
+            p.requires_grad_(False)
+        try:
+            with torch.enable_grad():
+                yield
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
+
+    def _step(self, bound: IWAE_ELBO, optimizer: torch.optim.Optimizer, guide: Callable, x: torch.Tensor, step: int,
+              divisor: int = 1) -> float:
+        """One Adam step of ``guide``'s parameters on ``bound``'s loss over the rows of ``x``, divided by ``divisor``."""
+        loss = bound.differentiable_loss(self._model, guide, x) / divisor
+        if not torch.isfinite(loss):
+            raise ValueError(f"the fitting bound is {loss.item()} at step {step}: lower lr")
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
     def fit(self, data: torch.Tensor, num_steps: int, batch_size: int = 100, progress: bool | None = False) -> float:
         """Take ``num_steps`` Adam steps on the bound over minibatches of ``data`` (drawn with
         torch's global generator); the decoder's parameters keep their gradients untouched.
@@ -109,30 +141,70 @@ class EncoderProposal:
         """
         check_count(num_steps, "num_steps")
         check_count(batch_size, "batch_size")
-        frozen = [p for p in getattr(self.decoder, "parameters", list)() if p.requires_grad]
-        for p in frozen:
-            p.requires_grad_(False)
         tail, tail_length = 0.0, max(1, num_steps // 10)
-        try:
-            with torch.enable_grad():
-                for step in progress_bar(range(num_steps), progress=progress, desc="scoring encoder", leave=False):
-                    x = data[torch.randint(0, len(data), (min(batch_size, len(data)),))]
-                    loss = self.bound.differentiable_loss(self._model, self._fitting_guide, x) / len(x)
-                    if not torch.isfinite(loss):
-                        raise ValueError(f"the fitting bound is {loss.item()} at step {step}: lower lr")
-                    self.optimizer.zero_grad()
-                    loss.backward()
-                    self.optimizer.step()
-                    if step >= num_steps - tail_length:
-                        tail -= loss.item() / tail_length
-        finally:
-            for p in frozen:
-                p.requires_grad_(True)
+        with self._frozen_decoder():
+            for step in progress_bar(range(num_steps), progress=progress, desc="scoring encoder", leave=False):
+                x = data[torch.randint(0, len(data), (min(batch_size, len(data)),))]
+                loss = self._step(self.bound, self.optimizer, self._fitting_guide, x, step, divisor=len(x))
+                if step >= num_steps - tail_length:
+                    tail -= loss / tail_length
         return tail
+
+    def refined(self, x: torch.Tensor, num_steps: int, lr: float = 0.02,
+                progress: bool | None = False) -> Callable[[torch.Tensor], None]:
+        """This proposal for the rows of ``x`` alone, each row's main component
+        ``N(mu_n, diag sigma_n^2)`` started at the encoder's and fitted to that row's posterior by
+        ``num_steps`` Adam steps (rate ``lr``) on the same bound as :meth:`fit`, with its doubly
+        reparameterized gradient (per point, the standard one's signal fades as the fit nears the
+        posterior, DReG's does not) and Adam's second moment kept over about 100 steps, not 1,000 (the
+        first steps' large gradients would slow the last ones for long). The bound is a sum
+        over rows and each row's ``mu_n, log sigma_n`` enter only its own term, so fitting the rows in
+        chunks of :data:`~pyro_mapa._tensors.CHUNK_ENTRIES` entries (memory stays bounded) solves the
+        problem of fitting them all at once. Encoder and decoder are left as they are; the draws come
+        from torch's global generator.
+
+        :returns: a guide that takes exactly ``x`` (another tensor is refused: its rows' fits
+            are not in it).
+        """
+        check_count(num_steps, "num_steps")
+        locs, log_scales = [], []
+        with self._frozen_decoder():
+            for rows in progress_bar(row_chunks(x), progress=progress, desc="refining proposals", leave=False):
+                with torch.no_grad():
+                    loc, scale = self._encode(rows)
+                loc, log_scale = loc.clone().requires_grad_(), scale.log().requires_grad_()
+
+                def guide(rows, loc=loc, log_scale=log_scale):
+                    with pyro.plate("data", len(rows)):
+                        pyro.sample(self.site, dist.Normal(loc, log_scale.clamp(-10, 5).exp()).to_event(1))
+
+                optimizer = torch.optim.Adam([loc, log_scale], lr=lr, betas=(0.9, 0.99))
+                for step in range(num_steps):
+                    self._step(self.refining_bound, optimizer, guide, rows, step)
+                locs.append(loc.detach())
+                log_scales.append(log_scale.detach().clamp(-10, 5))
+        return _RefinedProposal(self, x, torch.cat(locs), torch.cat(log_scales).exp())
+
+    def _propose(self, x: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> None:
+        """``r(z | x)``: ``N(loc, inflation^2 scale^2)`` mixed with the prior, over the rows of ``x``."""
+        main = dist.Normal(loc, self.inflation * scale).to_event(1)
+        with pyro.plate("data", len(x)):
+            pyro.sample(self.site, DefensiveMixture(main, self.prior, self.prior_weight))
 
     def __call__(self, x: torch.Tensor) -> None:
         with torch.no_grad():
             loc, scale = self._encode(x)
-        main = dist.Normal(loc, self.inflation * scale).to_event(1)
-        with pyro.plate("data", len(x)):
-            pyro.sample(self.site, DefensiveMixture(main, self.prior, self.prior_weight))
+        self._propose(x, loc, scale)
+
+
+class _RefinedProposal:
+    """:meth:`EncoderProposal.refined`'s guide: the proposal's mixture with each row's own fit."""
+
+    def __init__(self, proposal: EncoderProposal, x: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor):
+        self.proposal, self.x, self.loc, self.scale = proposal, x, loc, scale
+
+    def __call__(self, x: torch.Tensor) -> None:
+        if x is not self.x and (x.shape != self.x.shape or not torch.equal(x, self.x)):
+            raise ValueError(f"this proposal was refined for {tuple(self.x.shape)} points and takes those alone, "
+                             f"got other points {tuple(x.shape)}: call refined() with them")
+        self.proposal._propose(x, self.loc, self.scale)

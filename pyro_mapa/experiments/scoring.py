@@ -133,7 +133,14 @@ class ModelScorer:
         self.model = continuous_model(self.decoder, prior, self.likelihood)
         self.proposal.set_model(self.decoder, prior)
 
-    def __call__(self, x: torch.Tensor, num_particles: int, k_hat: bool = False) -> LogLikelihood:
+    def __call__(self, x: torch.Tensor, num_particles: int, k_hat: bool = False, refine_steps: int = 0) -> LogLikelihood:
+        """``log p(x_n)`` per row of ``x``; ``refine_steps``: first fit the ``"encoder"`` proposal to
+        each row's own posterior for that many steps (:meth:`~pyro_mapa.evaluation.EncoderProposal.refined`)."""
         if self.model is None:
             raise RuntimeError("call update() with the model's prior before scoring")
-        return _estimate(self.model, self.proposal, x, num_particles, k_hat)
+        proposal = self.proposal
+        if refine_steps:
+            if self.kind != "encoder":
+                raise ValueError(f"refine_steps: only the 'encoder' proposal is refined per point, not {self.kind!r}")
+            proposal = proposal.refined(x, refine_steps)
+        return _estimate(self.model, proposal, x, num_particles, k_hat)

@@ -150,3 +150,44 @@ def test_the_proposal_mixes_the_encoder_and_the_prior():
 def test_bad_settings_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
         EncoderProposal(mlp([3, 4], 0), mlp([2, 3], 1), dist.Normal(torch.zeros(2), 1.0).to_event(1), 0.1, **kwargs)
+
+
+def test_refinement_fits_each_points_own_posterior(float64):
+    """An encoder that fits no posterior (random, never fitted), refined per point: each row's
+    Gaussian reaches the closed-form posterior ``N(Sigma (m + A^T (x - b) / sigma^2), Sigma)``,
+    ``Sigma = (I + A^T A / sigma^2)^{-1}`` (diagonal: A's columns are orthogonal), to 0.03 in its mean
+    (the posterior's sd is 0.24) and 10% in its sd; the estimate then equals the closed-form marginal
+    to 0.02 nats with an ESS above 90% of the draws, where the unrefined encoder's is off by nats."""
+    decoder, prior, likelihood, train, exact = linear_gaussian(0)
+    x = train[:50]
+    proposal = EncoderProposal(mlp([6, 4], 3), decoder, prior, likelihood, prior_weight=1e-3)
+    model = continuous_model(decoder, prior, likelihood)
+    before = importance_log_likelihood(model, proposal, x, num_particles=500)
+    assert (before.value - exact(x)).abs().max() > 1.0
+    refined = proposal.refined(x, 2000)
+    A, b, sigma = decoder.weight.detach(), decoder.bias.detach(), 0.5
+    covariance = torch.linalg.inv(torch.eye(2) + A.T @ A / sigma**2)
+    mean = (prior.mean + (x - b) @ A / sigma**2) @ covariance
+    assert (refined.loc - mean).abs().max() < 0.03
+    assert ((refined.scale / covariance.diagonal().sqrt() - 1).abs() < 0.1).all()
+    after = importance_log_likelihood(model, refined, x, num_particles=500)
+    assert (after.value - exact(x)).abs().max() < 0.02
+    assert after.ess.min() > 450
+
+
+def test_refinement_leaves_the_model_the_encoder_and_the_param_store_alone():
+    pyro.clear_param_store()
+    decoder, encoder = mlp([2, 8, 5], 0), mlp([5, 8, 4], 1)
+    before = [p.detach().clone() for p in [*decoder.parameters(), *encoder.parameters()]]
+    proposal = EncoderProposal(encoder, decoder, dist.Normal(torch.zeros(2), 1.0).to_event(1), NormalLikelihood(0.3))
+    x = torch.randn(6, 5)
+    refined = proposal.refined(x, 30)
+    assert not torch.allclose(refined.loc, encoder(x).detach()[:, :2])  # the rows' own fits moved
+    after = [*decoder.parameters(), *encoder.parameters()]
+    assert all(torch.equal(a, b) and a.grad is None and a.requires_grad for a, b in zip(after, before))
+    assert len(pyro.get_param_store()) == 0
+    refined(x.clone())  # the same points, another tensor
+    with pytest.raises(ValueError, match="refined for"):
+        refined(x[:3])
+    with pytest.raises(ValueError, match="refined for"):
+        refined(x + 1.0)

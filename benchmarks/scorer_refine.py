@@ -1,0 +1,112 @@
+"""How much of each method's test score is the scorer's amortization gap? (issue 11)
+
+The comparison scores every trained model with one encoder fitted to its posterior after
+training (`pyro_mapa.evaluation.EncoderProposal`): one network for all images, so it fits no
+image's posterior exactly, and the importance estimate is a lower bound that is looser the
+worse the fit (MAPA's median k-hat 1.6, the VAE's 1.1 to 1.3). This script scores one trained
+model of a campaign part again on the same test images, with that encoder and then with each
+image's Gaussian refined from the encoder's by ``--refine-steps`` Adam steps on that image's
+own bound (`EncoderProposal.refined`; docs/math.md, section 5). Every estimate is unbiased for
+``p(x)`` (the refinement's draws are not the estimate's), so a higher one is the tighter bound.
+
+The trained model is a part's state file (``<part>.trained.pt``, written by
+`train_and_score(trained_path=...)` before its final score): ``--trained FILE`` with the part's
+own settings (``--method --seed --budget --lr --kl-warmup --checkpoints`` as the part ran);
+a missing file is trained first, as the part would be. Printed and saved to ``--out`` as it
+goes: the mean over the first ``--num-test`` test images, each refinement minus the encoder
+alone (paired image by image), median ESS and k-hat, seconds; with ``--versus PART.json``,
+each estimate minus that part's final score on the same images.
+
+    OMP_NUM_THREADS=2 python benchmarks/scorer_refine.py --method "mapa-1-10@shared,gmm100,noise0.2" \\
+        --budget 6000000 --checkpoints 1 --trained /work/cache/PART.trained.pt --refine-steps 200 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from pyro_mapa.experiments import (
+    load_split,
+    paired_difference,
+    parse_method,
+    train_and_score,
+)
+from pyro_mapa.experiments.scoring import ModelScorer
+
+RESULTS = Path(__file__).parent / "results" / "fashion-mnist" / "scorer-refine"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--method", required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--budget", type=int, required=True)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--kl-warmup", type=int, default=0)
+    parser.add_argument("--checkpoints", type=int, default=5)
+    parser.add_argument("--binarization", choices=["static", "dynamic"], default="dynamic")
+    parser.add_argument("--layers", choices=["tanh", "gated"], default="gated")
+    parser.add_argument("--trained", type=Path, required=True, help="the part's state file (trained if missing)")
+    parser.add_argument("--num-test", type=int, default=1000)
+    parser.add_argument("--test-particles", type=int, default=5000)
+    parser.add_argument("--refine-steps", type=int, nargs="+", default=[200, 1000])
+    parser.add_argument("--versus", type=Path, nargs="*", default=[],
+                        help="campaign parts (fashion_mnist.py's JSON) scored on the same test images")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    method = parse_method(args.method)
+    split = load_split("fashion-mnist", num_val=1000, num_test=2000, binarization=args.binarization,
+                       layers=args.layers)  # the campaign's split: its state files are checked against it
+    test = split.test[: args.num_test]
+    args.out.mkdir(parents=True, exist_ok=True)
+    out = args.out / f"{args.trained.name.removesuffix('.trained.pt')}.json"
+    record = dict(settings={k: str(v) for k, v in vars(args).items()}, rows=[])
+    print("| proposal | log-likelihood | minus the encoder alone (paired se) | median ESS | median k-hat | seconds |")
+    print("|---|---|---|---|---|---|", flush=True)
+
+    def score(decoder, prior, codes):
+        scorer = ModelScorer("encoder", decoder, split.likelihood, split.train, split.latent_dim, split.hidden)
+        with torch.random.fork_rng():
+            torch.manual_seed(args.seed)
+            scorer.update(prior, codes, final=True)  # the campaign's final fit: 3,000 steps
+        values = {}
+        for steps in [0, *args.refine_steps]:
+            torch.manual_seed(args.seed)
+            clock = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # a poor k-hat is a column
+                ll = scorer(test, args.test_particles, k_hat=True, refine_steps=steps)
+            values[steps] = ll.value
+            change = paired_difference(ll.value, values[0])
+            row = dict(refine_steps=steps, ll=ll.value.mean().item(), minus_encoder=change.mean,
+                       minus_encoder_se=change.se, ess=ll.ess.median().item(), k_hat=ll.k_hat.median().item(),
+                       seconds=time.perf_counter() - clock, values=ll.value.tolist())
+            for path in args.versus:
+                part = json.loads(path.read_text())["result"]
+                versus = paired_difference(ll.value, torch.tensor(part["test_point_ll"][: len(test)]))
+                row[f"minus {part['method']} seed {part['seed']} ({path.parent.name})"] = (versus.mean, versus.se)
+            record["rows"].append(row)
+            out.write_text(json.dumps(record, indent=1))
+            name = f"refined {steps} steps" if steps else "encoder alone"
+            print(f"| {name} | {row['ll']:.2f} | {row['minus_encoder']:+.2f} ({row['minus_encoder_se']:.2f}) | "
+                  f"{row['ess']:.1f} | {row['k_hat']:.2f} | {row['seconds']:.0f} |", flush=True)
+            for key in (k for k in row if k.startswith("minus ")):
+                print(f"    {key}: {row[key][0]:+.2f} (paired se {row[key][1]:.2f})", flush=True)
+
+    result = train_and_score(method, split, args.seed, args.budget, lr=args.lr, num_checkpoints=args.checkpoints,
+                             checkpoint_test=False, scorer="encoder", kl_warmup=args.kl_warmup, test_particles=100,
+                             max_test_particles=100, trained_path=args.trained, inspect=score)
+    record |= dict(passes_to_best=result.passes_to_best, curve=result.curve)
+    out.write_text(json.dumps(record, indent=1))
+    print(f"{method.label}, seed {args.seed}: best checkpoint at {result.passes_to_best:,} passes "
+          f"(validation {result.best_val_ll:.2f})")
+
+
+if __name__ == "__main__":
+    main()

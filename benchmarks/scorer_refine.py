@@ -10,12 +10,15 @@ own bound (`EncoderProposal.refined`; docs/math.md, section 5). Every estimate i
 ``p(x)`` (the refinement's draws are not the estimate's), so a higher one is the tighter bound.
 
 The trained model is a part's state file (``<part>.trained.pt``, written by
-`train_and_score(trained_path=...)` before its final score): ``--trained FILE`` with the part's
-own settings (``--method --seed --budget --lr --kl-warmup --checkpoints`` as the part ran);
-a missing file is trained first, as the part would be. Printed and saved to ``--out`` as it
-goes: the mean over the first ``--num-test`` test images, each refinement minus the encoder
-alone (paired image by image), median ESS and k-hat, seconds; with ``--versus PART.json``,
-each estimate minus that part's final score on the same images.
+`train_and_score(trained_path=...)` before its final score; `fashion_mnist.py run` removes it once
+the part is written): ``--trained FILE`` with the part's own settings (``--method --seed --budget
+--lr --kl-warmup --checkpoints --binarization --layers`` as the part ran; the rest are
+`fashion_mnist.py run`'s defaults); with ``--train``, a missing file is trained first, as the part
+was. Printed and saved to ``--out`` as it goes: the mean over the first ``--num-test`` test
+images, each refinement minus the encoder alone (paired image by image), median ESS and k-hat,
+seconds; with ``--versus PART.json``, each estimate minus that part's final score on the same
+images (the encoder here is fitted afresh, with the seed, as long as the part's final one was: the
+same fit, other draws).
 
     OMP_NUM_THREADS=2 python benchmarks/scorer_refine.py --method "mapa-1-10@shared,gmm100,noise0.2" \\
         --budget 6000000 --checkpoints 1 --trained /work/cache/PART.trained.pt --refine-steps 200 1000
@@ -52,7 +55,8 @@ def main() -> None:
     parser.add_argument("--checkpoints", type=int, default=5)
     parser.add_argument("--binarization", choices=["static", "dynamic"], default="dynamic")
     parser.add_argument("--layers", choices=["tanh", "gated"], default="gated")
-    parser.add_argument("--trained", type=Path, required=True, help="the part's state file (trained if missing)")
+    parser.add_argument("--trained", type=Path, required=True, help="the part's state file")
+    parser.add_argument("--train", action="store_true", help="train the part first if --trained does not exist")
     parser.add_argument("--num-test", type=int, default=1000)
     parser.add_argument("--test-particles", type=int, default=5000)
     parser.add_argument("--refine-steps", type=int, nargs="+", default=[200, 1000])
@@ -61,11 +65,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     method = parse_method(args.method)
+    if not args.train and not args.trained.exists():
+        parser.error(f"{args.trained} does not exist: give a part's state file, or --train to train the part first")
     split = load_split("fashion-mnist", num_val=1000, num_test=2000, binarization=args.binarization,
                        layers=args.layers)  # the campaign's split: its state files are checked against it
     test = split.test[: args.num_test]
     args.out.mkdir(parents=True, exist_ok=True)
-    out = args.out / f"{args.trained.name.removesuffix('.trained.pt')}.json"
+    out = args.out / (f"{method.label}-lr{args.lr:g}-warmup{args.kl_warmup}-seed{args.seed}-budget{args.budget}-"
+                      f"{args.binarization}-{args.layers}.json")
     record = dict(settings={k: str(v) for k, v in vars(args).items()}, rows=[])
     print("| proposal | log-likelihood | minus the encoder alone (paired se) | median ESS | median k-hat | seconds |")
     print("|---|---|---|---|---|---|", flush=True)
@@ -76,7 +83,7 @@ def main() -> None:
             torch.manual_seed(args.seed)
             scorer.update(prior, codes, final=True)  # the campaign's final fit: 3,000 steps
         values = {}
-        for steps in [0, *args.refine_steps]:
+        for steps in [0, *sorted(set(args.refine_steps) - {0})]:
             torch.manual_seed(args.seed)
             clock = time.perf_counter()
             with warnings.catch_warnings():

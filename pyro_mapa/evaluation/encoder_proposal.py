@@ -46,6 +46,9 @@ from .mixtures import DefensiveMixture, fast_prior
 
 __all__ = ["EncoderProposal"]
 
+#: The range a proposal's log scale is kept in (an untrained encoder's outputs can be anything).
+LOG_SCALE_RANGE = (-10.0, 5.0)
+
 
 class EncoderProposal:
     """A proposal guide ``proposal(x)`` for the latent site ``site`` of the model
@@ -97,17 +100,21 @@ class EncoderProposal:
         self.decoder, self.prior = decoder, fast_prior(prior)
 
     def _encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The encoder's location and log scale (kept in :data:`LOG_SCALE_RANGE`) for each row of ``x``."""
         loc, log_scale = self.encoder(x).chunk(2, dim=-1)
-        return loc, log_scale.clamp(-10, 5).exp()
+        return loc, log_scale.clamp(*LOG_SCALE_RANGE)
 
     def _model(self, x: torch.Tensor) -> None:
         with pyro.plate("data", len(x)):
             z = pyro.sample(self.site, self.prior)
             pyro.sample("x", self.likelihood.distribution(self.decoder(z)), obs=x)
 
-    def _fitting_guide(self, x: torch.Tensor) -> None:
+    def _gaussian_guide(self, x: torch.Tensor, loc: torch.Tensor, log_scale: torch.Tensor) -> None:
         with pyro.plate("data", len(x)):
-            pyro.sample(self.site, dist.Normal(*self._encode(x)).to_event(1))
+            pyro.sample(self.site, dist.Normal(loc, log_scale.exp()).to_event(1))
+
+    def _fitting_guide(self, x: torch.Tensor) -> None:
+        self._gaussian_guide(x, *self._encode(x))
 
     @contextmanager
     def _frozen_decoder(self) -> Iterator[None]:
@@ -150,39 +157,43 @@ class EncoderProposal:
                     tail -= loss / tail_length
         return tail
 
-    def refined(self, x: torch.Tensor, num_steps: int, lr: float = 0.02,
+    def refined(self, x: torch.Tensor, num_steps: int, lr: float = 0.05,
                 progress: bool | None = False) -> Callable[[torch.Tensor], None]:
         """This proposal for the rows of ``x`` alone, each row's main component
         ``N(mu_n, diag sigma_n^2)`` started at the encoder's and fitted to that row's posterior by
-        ``num_steps`` Adam steps (rate ``lr``) on the same bound as :meth:`fit`, with its doubly
-        reparameterized gradient (per point, the standard one's signal fades as the fit nears the
-        posterior, DReG's does not) and Adam's second moment kept over about 100 steps, not 1,000 (the
-        first steps' large gradients would slow the last ones for long). The bound is a sum
-        over rows and each row's ``mu_n, log sigma_n`` enter only its own term, so fitting the rows in
-        chunks of :data:`~pyro_mapa._tensors.CHUNK_ENTRIES` entries (memory stays bounded) solves the
-        problem of fitting them all at once. Encoder and decoder are left as they are; the draws come
-        from torch's global generator.
+        ``num_steps`` Adam steps on the same bound as :meth:`fit`, with its doubly reparameterized
+        gradient (the standard gradient's variance stays above zero at the posterior, DReG's goes to
+        zero), the rate falling from ``lr`` to 0 on a cosine (Adam moves each coordinate by about the
+        rate whatever its gradient: falling to 0, the last iterate settles however sharp the
+        posterior) and Adam's second moment kept over about 100 steps (the first steps' large
+        gradients would otherwise slow the last ones). The bound is a sum over rows and each row's
+        ``mu_n, log sigma_n`` enter only its own term, so fitting the rows in chunks of
+        :data:`~pyro_mapa._tensors.CHUNK_ENTRIES` entries (memory stays bounded) solves the problem
+        of fitting them all at once. Encoder and decoder are left as they are; the draws come from
+        torch's global generator.
 
-        :returns: a guide that takes exactly ``x`` (another tensor is refused: its rows' fits
-            are not in it).
+        :returns: a guide that takes the values of ``x`` alone (other points are refused: their
+            fits are not in it).
         """
         check_count(num_steps, "num_steps")
         locs, log_scales = [], []
         with self._frozen_decoder():
             for rows in progress_bar(row_chunks(x), progress=progress, desc="refining proposals", leave=False):
                 with torch.no_grad():
-                    loc, scale = self._encode(rows)
-                loc, log_scale = loc.clone().requires_grad_(), scale.log().requires_grad_()
+                    loc, log_scale = (value.clone().requires_grad_() for value in self._encode(rows))
 
                 def guide(rows, loc=loc, log_scale=log_scale):
-                    with pyro.plate("data", len(rows)):
-                        pyro.sample(self.site, dist.Normal(loc, log_scale.clamp(-10, 5).exp()).to_event(1))
+                    self._gaussian_guide(rows, loc, log_scale)
 
                 optimizer = torch.optim.Adam([loc, log_scale], lr=lr, betas=(0.9, 0.99))
+                schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, num_steps)
                 for step in range(num_steps):
                     self._step(self.refining_bound, optimizer, guide, rows, step)
+                    schedule.step()
+                    with torch.no_grad():  # projected, not clamped: a clamp would stop its gradient for good
+                        log_scale.clamp_(*LOG_SCALE_RANGE)
                 locs.append(loc.detach())
-                log_scales.append(log_scale.detach().clamp(-10, 5))
+                log_scales.append(log_scale.detach())
         return _RefinedProposal(self, x, torch.cat(locs), torch.cat(log_scales).exp())
 
     def _propose(self, x: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> None:
@@ -193,18 +204,18 @@ class EncoderProposal:
 
     def __call__(self, x: torch.Tensor) -> None:
         with torch.no_grad():
-            loc, scale = self._encode(x)
-        self._propose(x, loc, scale)
+            loc, log_scale = self._encode(x)
+        self._propose(x, loc, log_scale.exp())
 
 
 class _RefinedProposal:
     """:meth:`EncoderProposal.refined`'s guide: the proposal's mixture with each row's own fit."""
 
     def __init__(self, proposal: EncoderProposal, x: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor):
-        self.proposal, self.x, self.loc, self.scale = proposal, x, loc, scale
+        self.proposal, self.x, self.loc, self.scale = proposal, x.clone(), loc, scale  # x changed in place is refused
 
     def __call__(self, x: torch.Tensor) -> None:
-        if x is not self.x and (x.shape != self.x.shape or not torch.equal(x, self.x)):
+        if x.shape != self.x.shape or x.device != self.x.device or not torch.equal(x, self.x):
             raise ValueError(f"this proposal was refined for {tuple(self.x.shape)} points and takes those alone, "
                              f"got other points {tuple(x.shape)}: call refined() with them")
         self.proposal._propose(x, self.loc, self.scale)

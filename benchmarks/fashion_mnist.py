@@ -8,8 +8,9 @@ checkpoint while it trains (parameters, optimiser, counters, the curve so far) a
 trained half (the best checkpoint, the curve), before the final score; a part stopped while
 training goes on from its last checkpoint, one stopped during its score resumes there (an
 Exemplar VAE part is about an hour of each, a VAE at 54 million passes two hours of training),
-with the result an uninterrupted part gives. The file is removed once the part is written (a
-part run again after a change of code trains again). ``report`` reads
+with the result an uninterrupted part gives. Once the part is written the file is kept as
+``<part>.model.pt`` (git-ignored; a part run again after a change of code trains again), the trained
+model that `benchmarks/scorer_refine.py` can score again. ``report`` reads
 the parts of a budget and prints the comparison's table (medians, spreads, phase timings)
 and writes the curves as a plot; ``--also PART.json ...`` adds parts of other budgets (on the
 same split), labelled with their folder and paired image by image with the rest.
@@ -111,7 +112,7 @@ def run(args) -> None:
             }
             with atomic_file(path, "w") as f:  # whole or not at all
                 f.write(json.dumps(record, indent=1))
-            trained.unlink(missing_ok=True)
+            trained.replace(path.with_suffix(".model.pt"))  # the trained model, for scoring it otherwise
             print(f"{path.name}: test LL {result.test_ll:.2f} (se {result.test_point_se:.2f}), "
                   f"train {result.train_seconds:.0f} s, score {result.score_seconds:.0f} s", flush=True)
 

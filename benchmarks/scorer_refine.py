@@ -10,8 +10,8 @@ own bound (`EncoderProposal.refined`; docs/math.md, section 5). Every estimate i
 ``p(x)`` (the refinement's draws are not the estimate's), so a higher one is the tighter bound.
 
 The trained model is a part's state file (``<part>.trained.pt``, written by
-`train_and_score(trained_path=...)` before its final score; `fashion_mnist.py run` removes it once
-the part is written): ``--trained FILE`` with the part's own settings (``--method --seed --budget
+`train_and_score(trained_path=...)` before its final score; `fashion_mnist.py run` keeps it as
+``<part>.model.pt`` once the part is written): ``--trained FILE`` with the part's own settings (``--method --seed --budget
 --lr --kl-warmup --checkpoints --binarization --layers`` as the part ran; the rest are
 `fashion_mnist.py run`'s defaults); with ``--train``, a missing file is trained first, as the part
 was. Printed and saved to ``--out`` as it goes: the mean over the first ``--num-test`` test
@@ -97,7 +97,7 @@ def main() -> None:
             for path in args.versus:
                 part = json.loads(path.read_text())["result"]
                 versus = paired_difference(ll.value, torch.tensor(part["test_point_ll"][: len(test)]))
-                row[f"minus {part['method']} seed {part['seed']} ({path.parent.name})"] = (versus.mean, versus.se)
+                row[f"minus {path.parent.name}/{path.stem}"] = (versus.mean, versus.se)
             record["rows"].append(row)
             out.write_text(json.dumps(record, indent=1))
             name = f"refined {steps} steps" if steps else "encoder alone"

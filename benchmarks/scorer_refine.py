@@ -57,9 +57,10 @@ def main() -> None:
     parser.add_argument("--layers", choices=["tanh", "gated"], default="gated")
     parser.add_argument("--trained", type=Path, required=True, help="the part's state file")
     parser.add_argument("--train", action="store_true", help="train the part first if --trained does not exist")
-    parser.add_argument("--num-test", type=int, default=1000)
+    parser.add_argument("--num-test", type=int, default=1000, help="the first test images scored (up to 10,000)")
     parser.add_argument("--test-particles", type=int, default=5000)
-    parser.add_argument("--refine-steps", type=int, nargs="+", default=[200, 1000])
+    parser.add_argument("--refine-steps", type=int, nargs="+", default=[0, 200, 1000],
+                        help="refinement steps of each row's scoring (0: the encoder alone)")
     parser.add_argument("--versus", type=Path, nargs="*", default=[],
                         help="campaign parts (fashion_mnist.py's JSON) scored on the same test images")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -70,9 +71,13 @@ def main() -> None:
     split = load_split("fashion-mnist", num_val=1000, num_test=2000, binarization=args.binarization,
                        layers=args.layers)  # the campaign's split: its state files are checked against it
     test = split.test[: args.num_test]
+    if args.num_test > len(split.test):  # more test images than the campaign's: the same fixed draw, further on
+        test = load_split("fashion-mnist", num_val=1000, num_test=args.num_test, binarization=args.binarization,
+                          layers=args.layers).test
+        assert torch.equal(test[: len(split.test)], split.test)
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / (f"{method.label}-lr{args.lr:g}-warmup{args.kl_warmup}-seed{args.seed}-budget{args.budget}-"
-                      f"{args.binarization}-{args.layers}.json")
+                      f"{args.binarization}-{args.layers}-test{len(test)}.json")
     record = dict(settings={k: str(v) for k, v in vars(args).items()}, rows=[])
     print("| proposal | log-likelihood | minus the encoder alone (paired se) | median ESS | median k-hat | seconds |")
     print("|---|---|---|---|---|---|", flush=True)
@@ -83,25 +88,26 @@ def main() -> None:
             torch.manual_seed(args.seed)
             scorer.update(prior, codes, final=True)  # the campaign's final fit: 3,000 steps
         values = {}
-        for steps in [0, *sorted(set(args.refine_steps) - {0})]:
+        for steps in sorted(set(args.refine_steps)):
             torch.manual_seed(args.seed)
             clock = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # a poor k-hat is a column
                 ll = scorer(test, args.test_particles, k_hat=True, refine_steps=steps)
             values[steps] = ll.value
-            change = paired_difference(ll.value, values[0])
-            row = dict(refine_steps=steps, ll=ll.value.mean().item(), minus_encoder=change.mean,
-                       minus_encoder_se=change.se, ess=ll.ess.median().item(), k_hat=ll.k_hat.median().item(),
-                       seconds=time.perf_counter() - clock, values=ll.value.tolist())
+            change = paired_difference(ll.value, values[0]) if 0 in values else None
+            row = dict(refine_steps=steps, ll=ll.value.mean().item(), minus_encoder=change and change.mean,
+                       minus_encoder_se=change and change.se, ess=ll.ess.median().item(),
+                       k_hat=ll.k_hat.median().item(), seconds=time.perf_counter() - clock, values=ll.value.tolist())
             for path in args.versus:
-                part = json.loads(path.read_text())["result"]
-                versus = paired_difference(ll.value, torch.tensor(part["test_point_ll"][: len(test)]))
-                row[f"minus {path.parent.name}/{path.stem}"] = (versus.mean, versus.se)
+                theirs = torch.tensor(json.loads(path.read_text())["result"]["test_point_ll"])[: len(test)]
+                versus = paired_difference(ll.value[: len(theirs)], theirs)
+                row[f"minus {path.parent.name}/{path.stem} on the first {len(theirs)} images"] = (versus.mean, versus.se)
             record["rows"].append(row)
             out.write_text(json.dumps(record, indent=1))
             name = f"refined {steps} steps" if steps else "encoder alone"
-            print(f"| {name} | {row['ll']:.2f} | {row['minus_encoder']:+.2f} ({row['minus_encoder_se']:.2f}) | "
+            paired = f"{change.mean:+.2f} ({change.se:.2f})" if change else "-"
+            print(f"| {name} | {row['ll']:.2f} | {paired} | "
                   f"{row['ess']:.1f} | {row['k_hat']:.2f} | {row['seconds']:.0f} |", flush=True)
             for key in (k for k in row if k.startswith("minus ")):
                 print(f"    {key}: {row[key][0]:+.2f} (paired se {row[key][1]:.2f})", flush=True)

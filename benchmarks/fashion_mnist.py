@@ -8,7 +8,9 @@ checkpoint while it trains (parameters, optimiser, counters, the curve so far) a
 trained half (the best checkpoint, the curve), before the final score; a part stopped while
 training goes on from its last checkpoint, one stopped during its score resumes there (an
 Exemplar VAE part is about an hour of each, a VAE at 54 million passes two hours of training),
-with the result an uninterrupted part gives. Once the part is written the file is kept as
+with the result an uninterrupted part gives. ``--refine-steps T`` scores the test images a second
+time, each one's proposal refined by ``T`` steps (``train_and_score(refine_steps=T)``: a tighter
+bound, reported beside the first and paired apart). Once the part is written the file is kept as
 ``<part>.model.pt`` (git-ignored; a part run again after a change of code trains again), the trained
 model that `benchmarks/scorer_refine.py` can score again. ``report`` reads
 the parts of a budget and prints the comparison's table (medians, spreads, phase timings)
@@ -101,7 +103,7 @@ def run(args) -> None:
                 num_checkpoints=args.checkpoints, eval_particles=args.eval_particles, checkpoint_test=False,
                 test_particles=args.test_particles, max_test_particles=args.test_particles, progress=not args.quiet,
                 scorer=args.scorer, scorer_fit_steps=args.scorer_fit_steps, kl_warmup=args.kl_warmup,
-                trained_path=trained,
+                refine_steps=args.refine_steps, trained_path=trained,
             )
             record = {
                 "result": asdict(result), "split": split.describe(), "split_notes": split.notes,
@@ -113,7 +115,8 @@ def run(args) -> None:
             with atomic_file(path, "w") as f:  # whole or not at all
                 f.write(json.dumps(record, indent=1))
             trained.replace(path.with_suffix(".model.pt"))  # the trained model, for scoring it otherwise
-            print(f"{path.name}: test LL {result.test_ll:.2f} (se {result.test_point_se:.2f}), "
+            refined = f", refined {result.refined_test_ll:.2f}" if result.refine_steps else ""
+            print(f"{path.name}: test LL {result.test_ll:.2f} (se {result.test_point_se:.2f}){refined}, "
                   f"train {result.train_seconds:.0f} s, score {result.score_seconds:.0f} s", flush=True)
 
 
@@ -138,9 +141,10 @@ def report(args) -> None:
     split = load_split("fashion-mnist", num_val=records[0]["settings"]["num_val"],
                        num_test=records[0]["settings"]["num_test"], binarization=args.binarization, layers=args.layers)
     print(summary_table(split, runs))
-    paired = paired_table(runs)
-    if paired:
-        print(paired)
+    for points in ("test_point_ll", "refined_test_point_ll"):
+        paired = paired_table(runs, points)
+        if paired:
+            print(paired)
     print(f"machine: {records[0]['machine']}; dates {sorted({r['date'] for r in records})}; "
           f"commits {sorted({r['commit'] for r in records})}")
     plot_curves(runs, folder / "curves.png", f"Fashion-MNIST, {args.budget:,} decoder passes, {args.scorer} scorer")
@@ -176,6 +180,9 @@ def main() -> None:
     run_parser.add_argument("--num-val", type=int, default=1000)
     run_parser.add_argument("--num-test", type=int, default=2000)
     run_parser.add_argument("--scorer-fit-steps", type=int, default=1000)
+    run_parser.add_argument("--refine-steps", type=int, default=0,
+                            help="score the test images again with each one's proposal refined for this many steps "
+                                 "(the result's refined_* fields; 0: not)")
     run_parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
     args.func(args)

@@ -17,7 +17,8 @@ __all__ = ["PairedDifference", "paired_difference", "paired_table", "plot_curves
 
 def summary_table(split: Split, runs: list[RunResult]) -> str:
     """Per method: its learning rate; the test LL's median and spread (min..max over seeds)
-    by importance sampling, its standard error over the test points, the median effective
+    by importance sampling, the median of the same with each point's proposal refined (where the
+    runs scored it: ``refine_steps``), its standard error over the test points, the median effective
     sample size and Pareto k-hat of the points' weights (medians over seeds; a k-hat above 0.7
     means the number is not to be trusted), and the most samples per point a seed needed; the median by grid quadrature (``d <= 2``: the
     check); passes per point per step; median passes and training seconds to the best
@@ -31,7 +32,7 @@ def summary_table(split: Split, runs: list[RunResult]) -> str:
 
     lines = [
         f"{split.describe()}, seeds = {sorted({r.seed for r in runs})}, {len(split.test)} test points",
-        f"{'method':12} {'lr':>6} {'test LL':>9} {'min..max':>17} {'se':>5} {'ESS':>6} {'k-hat':>5} {'samples':>7} {'grid':>9} "
+        f"{'method':12} {'lr':>6} {'test LL':>9} {'min..max':>17} {'refined':>9} {'se':>5} {'ESS':>6} {'k-hat':>5} {'samples':>7} {'grid':>9} "
         f"{'dec/pt/step':>11} {'enc/pt/step':>11} {'passes to best':>14} {'s to best':>9} {'empirical':>9} "
         f"{'setup s':>7} {'train s':>7} {'ckpt s':>7} {'score s':>7}",
     ]
@@ -40,6 +41,7 @@ def summary_table(split: Split, runs: list[RunResult]) -> str:
         ll = [r.test_ll for r in rs]
         lines.append(
             f"{method:12} {rs[0].lr:6.3g} {statistics.median(ll):9.3f} {min(ll):8.3f}..{max(ll):<8.3f} "
+            f"{median_or_dash([r.refined_test_ll for r in rs])} "
             f"{median(r.test_point_se for r in rs):5.2f} "
             f"{median_or_dash([r.test_ess for r in rs], 6, 0)} {median_or_dash([r.test_k_hat for r in rs], 5, 2)} "
             f"{max(r.test_particles for r in rs):6d}{' ' if all(r.test_converged for r in rs) else '*'} "
@@ -81,40 +83,43 @@ def paired_difference(first: Sequence[float], second: Sequence[float]) -> Paired
     return PairedDifference(mean, math.sqrt(variance / n), sum(d > 0 for d in differences) / n)
 
 
-def paired_table(runs: list[RunResult]) -> str:
+def paired_table(runs: list[RunResult], points: str = "test_point_ll") -> str:
     """Each method minus the reference, seed by seed on the same test points: the mean
     difference of the test LL, its paired standard error, the share of points where the
     method is ahead, and the median difference over seeds. The reference is the first method
-    in ``runs`` with per-point estimates; runs without them (results saved before they were
-    kept) are left out, as are pairs scored on different numbers of points (said in a line);
+    in ``runs`` with per-point estimates (the field ``points``: ``"refined_test_point_ll"`` pairs
+    the refined scores); runs without them (results saved before they were kept, or not
+    refined) are left out, as are pairs scored on different numbers of points (said in a line);
     empty if no pair remains. A method with two runs of one seed is refused: which of them
     to pair would be a guess."""
-    kept = [r for r in runs if r.test_point_ll]
+    kept = [r for r in runs if getattr(r, points)]
     if not kept:
         return ""
     repeated = sorted(key for key, count in Counter((r.method, r.seed) for r in kept).items() if count > 1)
     if repeated:
         raise ValueError(f"two runs of one method and seed, which to pair is ambiguous: {repeated}")
     reference, *others = dict.fromkeys(r.method for r in kept)
-    theirs = {r.seed: r.test_point_ll for r in kept if r.method == reference}
+    theirs = {r.seed: getattr(r, points) for r in kept if r.method == reference}
     lines = []
     for method in others:
         means = []
         for r in kept:
             if r.method != method or r.seed not in theirs:
                 continue
-            if len(r.test_point_ll) != len(theirs[r.seed]):
-                lines.append(f"{method:12} {r.seed:>6} not paired: {len(r.test_point_ll)} test points against "
+            mine = getattr(r, points)
+            if len(mine) != len(theirs[r.seed]):
+                lines.append(f"{method:12} {r.seed:>6} not paired: {len(mine)} test points against "
                              f"{len(theirs[r.seed])}")
                 continue
-            d = paired_difference(r.test_point_ll, theirs[r.seed])
+            d = paired_difference(mine, theirs[r.seed])
             means.append(d.mean)
             lines.append(f"{method:12} {r.seed:>6} {d.mean:+10.3f} {d.se:6.3f} {d.ahead:6.1%}")
         if len(means) > 1:
             lines.append(f"{method:12} {'median':>6} {statistics.median(means):+10.3f}")
     if not lines:
         return ""
-    return "\n".join([f"minus {reference}, point by point on the same test points:",
+    scores = "" if points == "test_point_ll" else f" ({points})"
+    return "\n".join([f"minus {reference}, point by point on the same test points{scores}:",
                       f"{'method':12} {'seed':>6} {'difference':>10} {'se':>6} {'ahead':>6}", *lines])
 
 

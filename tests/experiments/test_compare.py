@@ -297,7 +297,8 @@ def test_cli_runs_a_users_binary_array_end_to_end(tmp_path, capsys):
 
 def test_cli_scores_with_a_fitted_encoder(tmp_path, capsys):
     """--scorer encoder: every method scored with an encoder fitted to its trained model's
-    posterior; the estimates agree with grid quadrature of the same models."""
+    posterior, and again with each test point's proposal refined (--refine-steps); both
+    estimates agree with grid quadrature of the same models, and the refined ones are paired."""
     import numpy as np
 
     g = np.random.default_rng(1)
@@ -308,11 +309,13 @@ def test_cli_scores_with_a_fitted_encoder(tmp_path, capsys):
     main(["compare", "--data", str(tmp_path / "small.npy"), "--likelihood", "bernoulli", "--latent-dim", "2",
           "--hidden", "16", "--seeds", "0", "--budget", "2000", "--methods", "vae", "mapa-2-3", "--checkpoints", "2",
           "--eval-particles", "20", "--test-particles", "500", "--max-test-particles", "500", "--scorer", "encoder",
-          "--scorer-fit-steps", "300", "--out", str(out), "--quiet"])
+          "--scorer-fit-steps", "300", "--refine-steps", "200", "--out", str(out), "--quiet"])
     record = json.loads((out / "results.json").read_text())
     assert record["settings"]["scorer"] == "encoder"
     for run in record["runs"]:
         assert abs(run["grid_test_ll"] - run["test_ll"]) < 0.1, run["method"]
+        assert run["refine_steps"] == 200 and abs(run["grid_test_ll"] - run["refined_test_ll"]) < 0.1, run["method"]
+    assert "minus vae, point by point on the same test points (refined_test_point_ll):" in capsys.readouterr().out
 
 
 def test_a_bernoulli_split_refuses_grey_data(tmp_path):
@@ -545,3 +548,9 @@ def test_the_exemplar_prior_scores_the_smoothed_model_itself():
     z = 3 * torch.randn(50, codes.shape[1], generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(prior.log_prob(z), reference.log_prob(z), rtol=0, atol=1e-4)
 
+
+
+def test_the_command_line_refuses_refinement_without_an_encoder_scorer(capsys):
+    with pytest.raises(SystemExit):
+        main(["compare", "--dataset", "absolute-value", "--scorer", "laplace", "--refine-steps", "5"])
+    assert "--refine-steps refines the encoder scorer's proposal per point" in capsys.readouterr().err

@@ -67,3 +67,14 @@ def test_two_runs_of_one_method_and_seed_are_refused():
             RunResult("mapa", 0, 1e-3, test_point_ll=[-1.0, -2.0])]
     with pytest.raises(ValueError, match="ambiguous.*'vae', 0"):
         paired_table(runs)
+
+
+def test_the_refined_scores_are_paired_apart_from_the_encoder_alone():
+    """``points="refined_test_point_ll"``: the refined estimates, paired among the runs that have them."""
+    runs = [RunResult("vae", 0, 1e-3, test_point_ll=[-3.0, -3.0], refined_test_point_ll=[-2.0, -2.0]),
+            RunResult("iwae", 0, 1e-3, test_point_ll=[-1.0, -1.0]),  # not refined: left out of the refined table
+            RunResult("mapa", 0, 1e-3, test_point_ll=[-4.0, -4.0], refined_test_point_ll=[-1.0, -2.0])]
+    lines = paired_table(runs, points="refined_test_point_ll").splitlines()
+    assert lines[0] == "minus vae, point by point on the same test points (refined_test_point_ll):"
+    assert [line.split()[:3] for line in lines[2:]] == [["mapa", "0", "+0.500"]]
+    assert paired_table(runs).splitlines()[2].split()[:3] == ["iwae", "0", "+2.000"]

@@ -244,7 +244,7 @@ def train_and_score(
         result.test_ess, result.test_k_hat = final.ess.median().item(), final.k_hat.median().item()
         if refine_steps:
             refine_clock = time.perf_counter()
-            with warnings.catch_warnings():  # (the fit takes its gradients itself, in torch.no_grad() too)
+            with warnings.catch_warnings():  # a poor k-hat is a field (refined() turns its own gradients on)
                 warnings.simplefilter("ignore", UserWarning)
                 refined = score(split.test, result.test_particles, k_hat=True, refine_steps=refine_steps)
             result.refine_steps, result.refined_test_ll = refine_steps, refined.value.mean().item()

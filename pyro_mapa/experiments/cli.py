@@ -83,7 +83,8 @@ def _parser() -> argparse.ArgumentParser:
                          help="at most this many samples per point for the final test LL (--test-particles or this if fewer, then x4 until stable)")
     compare.add_argument("--scorer", choices=["auto", "laplace", "encoder"], default="auto",
                          help="the scoring proposal, the same for every method: a Laplace mixture at the codes, or an "
-                              "encoder fitted to each trained model's posterior (auto: the encoder above 64 dimensions)")
+                              "encoder fitted to each trained model's posterior (auto: the encoder above 64 dimensions or with "
+                              "--refine-steps)")
     compare.add_argument("--scorer-fit-steps", type=int, default=1000,
                          help="Adam steps of the scoring encoder's fit at each checkpoint (three times this at the end)")
     compare.add_argument("--refine-steps", type=_count(0), default=0,

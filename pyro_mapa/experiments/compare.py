@@ -25,7 +25,8 @@ def run_comparison(
     """Every method under every seed on one split, by
     :func:`~pyro_mapa.experiments.training.train_and_score` with the keyword arguments
     ``training`` (``code_init``, ``num_checkpoints``, ``eval_particles``, ``test_particles``,
-    ``max_test_particles``, ``batch_size``, ``checkpoint_test``, ``scorer``, ``scorer_fit_steps``).
+    ``max_test_particles``, ``batch_size``, ``checkpoint_test``, ``scorer``, ``scorer_fit_steps``,
+    ``refine_steps``).
 
     :param split: a :class:`~pyro_mapa.experiments.split.Split`, or the name of a built-in
         data set, split by :func:`~pyro_mapa.experiments.split.load_split` with the first seed

@@ -55,6 +55,10 @@ def summary_table(split: Split, runs: list[RunResult]) -> str:
         )
     if split.true_test is not None:
         lines.append(f"{'true model':12} {'':>6} {split.true_test:9.3f}   (the ceiling)")
+    steps = sorted({r.refine_steps for r in runs if r.refine_steps})
+    if steps:
+        lines.append(f"refined: each test point's proposal refined by {' or '.join(map(str, steps))} steps"
+                     + (" (mixed: the medians are not comparable)" if len(steps) > 1 else ""))
     if not all(r.test_converged for r in runs):
         lines.append("* a seed's test LL had not settled to 0.01 nats (or its k-hat stayed above 0.7) at the sample "
                      "limit (the grid, where there is one, is the check)")
@@ -89,7 +93,8 @@ def paired_table(runs: list[RunResult], points: str = "test_point_ll") -> str:
     method is ahead, and the median difference over seeds. The reference is the first method
     in ``runs`` with per-point estimates (the field ``points``: ``"refined_test_point_ll"`` pairs
     the refined scores); runs without them (results saved before they were kept, or not
-    refined) are left out, as are pairs scored on different numbers of points (said in a line);
+    refined) are left out, as are pairs scored on different numbers of points or refined by
+    different numbers of steps (said in a line);
     empty if no pair remains. A method with two runs of one seed is refused: which of them
     to pair would be a guess."""
     kept = [r for r in runs if getattr(r, points)]
@@ -99,19 +104,22 @@ def paired_table(runs: list[RunResult], points: str = "test_point_ll") -> str:
     if repeated:
         raise ValueError(f"two runs of one method and seed, which to pair is ambiguous: {repeated}")
     reference, *others = dict.fromkeys(r.method for r in kept)
-    theirs = {r.seed: getattr(r, points) for r in kept if r.method == reference}
+    theirs = {r.seed: r for r in kept if r.method == reference}
     lines = []
     for method in others:
         means = []
         for r in kept:
             if r.method != method or r.seed not in theirs:
                 continue
-            mine = getattr(r, points)
-            if len(mine) != len(theirs[r.seed]):
-                lines.append(f"{method:12} {r.seed:>6} not paired: {len(mine)} test points against "
-                             f"{len(theirs[r.seed])}")
+            mine, other = getattr(r, points), getattr(theirs[r.seed], points)
+            if len(mine) != len(other):
+                lines.append(f"{method:12} {r.seed:>6} not paired: {len(mine)} test points against {len(other)}")
                 continue
-            d = paired_difference(mine, theirs[r.seed])
+            if points.startswith("refined") and r.refine_steps != theirs[r.seed].refine_steps:
+                lines.append(f"{method:12} {r.seed:>6} not paired: refined {r.refine_steps} steps against "
+                             f"{theirs[r.seed].refine_steps}")
+                continue
+            d = paired_difference(mine, other)
             means.append(d.mean)
             lines.append(f"{method:12} {r.seed:>6} {d.mean:+10.3f} {d.se:6.3f} {d.ahead:6.1%}")
         if len(means) > 1:

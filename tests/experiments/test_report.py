@@ -78,3 +78,21 @@ def test_the_refined_scores_are_paired_apart_from_the_encoder_alone():
     assert lines[0] == "minus vae, point by point on the same test points (refined_test_point_ll):"
     assert [line.split()[:3] for line in lines[2:]] == [["mapa", "0", "+0.500"]]
     assert paired_table(runs).splitlines()[2].split()[:3] == ["iwae", "0", "+2.000"]
+    runs[2].refine_steps, runs[0].refine_steps = 100, 200  # refined by other numbers of steps: said, not paired
+    lines = paired_table(runs, points="refined_test_point_ll").splitlines()
+    assert lines[2].split()[:7] == ["mapa", "0", "not", "paired:", "refined", "100", "steps"]
+
+
+def test_the_summary_shows_the_refined_median_and_the_steps_behind_it():
+    from pyro_mapa.experiments import load_split, summary_table
+
+    split = load_split("absolute-value", num_train=200, seed=0)
+    runs = [RunResult("vae", seed, 1e-3, test_ll=-3.0, refine_steps=200, refined_test_ll=value)
+            for seed, value in enumerate([-2.0, -2.5, -1.0])] + [RunResult("mapa", 0, 1e-3, test_ll=-3.0)]
+    lines = summary_table(split, runs).splitlines()
+    header, vae, mapa = lines[1].split(), lines[2].split(), lines[3].split()
+    column = header.index("refined") - 1  # the header's "test LL" is two words
+    assert vae[column] == "-2.000" and mapa[column] == "-"  # the median over seeds; none
+    assert "refined: each test point's proposal refined by 200 steps" in lines
+    runs[0].refine_steps = 100
+    assert "(mixed: the medians are not comparable)" in summary_table(split, runs)

@@ -146,6 +146,8 @@ def test_a_trained_half_is_scored_again_with_each_points_proposal_refined(split,
     again = train_and_score("vae", split, 3, 6000, trained_path=path, refine_steps=300, **settings)
     assert again.test_point_ll == first.test_point_ll and again.test_ess == first.test_ess
     assert again.refine_steps == 300 and len(again.refined_test_point_ll) == len(split.test)
+    assert again.refined_test_ll == pytest.approx(sum(again.refined_test_point_ll) / len(split.test))
+    assert sum(a != b for a, b in zip(again.refined_test_point_ll, again.test_point_ll)) > 0.9 * len(split.test)
     assert again.test_ess < 0.5 * 200 < 0.8 * 200 < again.refined_test_ess
     assert abs(again.refined_test_ll - again.grid_test_ll) < 3 * again.test_se
     assert 0 < again.refine_seconds < again.score_seconds

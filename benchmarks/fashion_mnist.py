@@ -53,7 +53,7 @@ from pyro_mapa.experiments import (
     BINARIZATIONS,
     RunResult,
     load_split,
-    paired_table,
+    paired_tables,
     plot_curves,
     summary_table,
     train_and_score,
@@ -141,10 +141,9 @@ def report(args) -> None:
     split = load_split("fashion-mnist", num_val=records[0]["settings"]["num_val"],
                        num_test=records[0]["settings"]["num_test"], binarization=args.binarization, layers=args.layers)
     print(summary_table(split, runs))
-    for points in ("test_point_ll", "refined_test_point_ll"):
-        paired = paired_table(runs, points)
-        if paired:
-            print(paired)
+    paired = paired_tables(runs)
+    if paired:
+        print(paired)
     print(f"machine: {records[0]['machine']}; dates {sorted({r['date'] for r in records})}; "
           f"commits {sorted({r['commit'] for r in records})}")
     plot_curves(runs, folder / "curves.png", f"Fashion-MNIST, {args.budget:,} decoder passes, {args.scorer} scorer")

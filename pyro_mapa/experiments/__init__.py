@@ -8,6 +8,7 @@ from .report import (
     PairedDifference,
     paired_difference,
     paired_table,
+    paired_tables,
     plot_curves,
     summary_table,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "load_split",
     "paired_difference",
     "paired_table",
+    "paired_tables",
     "parse_method",
     "plot_curves",
     "restore_params",

@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..models import BernoulliLikelihood, NormalLikelihood
     from .compare import run_comparison
     from .methods import parse_method
-    from .report import paired_table, plot_curves, summary_table
+    from .report import paired_tables, plot_curves, summary_table
     from .split import load_split, split_array
 
     methods = [parse_method(m) for m in args.methods]  # a bad name fails before any data is read
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         scorer=scorer, scorer_fit_steps=args.scorer_fit_steps, refine_steps=args.refine_steps,
     )
     table = summary_table(split, runs)
-    paired = "\n\n".join(filter(None, (paired_table(runs, points) for points in ("test_point_ll", "refined_test_point_ll"))))
+    paired = paired_tables(runs)
     print(table + ("\n\n" + paired if paired else ""))
     record = {"dataset": split.name, "split": split.describe(), "split_notes": split.notes, "budget": args.budget,
               "settings": {k: v for k, v in vars(args).items() if k not in ("command", "out", "quiet")} | {"scorer": scorer},

@@ -12,7 +12,7 @@ from typing import NamedTuple
 from .split import Split
 from .training import RunResult
 
-__all__ = ["PairedDifference", "paired_difference", "paired_table", "plot_curves", "summary_table"]
+__all__ = ["PairedDifference", "paired_difference", "paired_table", "paired_tables", "plot_curves", "summary_table"]
 
 
 def summary_table(split: Split, runs: list[RunResult]) -> str:
@@ -130,6 +130,12 @@ def paired_table(runs: list[RunResult], points: str = "test_point_ll") -> str:
     return "\n".join([f"minus {reference}, point by point on the same test points{scores}:",
                       f"{'method':12} {'seed':>6} {'difference':>10} {'se':>6} {'ahead':>6}", *lines])
 
+
+
+def paired_tables(runs: list[RunResult]) -> str:
+    """``paired_table`` of the encoder-alone scores, then of the refined ones, a blank line
+    between; those with no pair are left out, so empty if neither has one."""
+    return "\n\n".join(filter(None, (paired_table(runs, points) for points in ("test_point_ll", "refined_test_point_ll"))))
 
 def plot_curves(runs: list[RunResult], path, title: str, ceiling: float | None = None) -> None:
     """Test log-likelihood against decoder passes: one curve per method (median over

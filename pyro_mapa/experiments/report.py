@@ -131,11 +131,11 @@ def paired_table(runs: list[RunResult], points: str = "test_point_ll") -> str:
                       f"{'method':12} {'seed':>6} {'difference':>10} {'se':>6} {'ahead':>6}", *lines])
 
 
-
 def paired_tables(runs: list[RunResult]) -> str:
     """``paired_table`` of the encoder-alone scores, then of the refined ones, a blank line
     between; those with no pair are left out, so empty if neither has one."""
     return "\n\n".join(filter(None, (paired_table(runs, points) for points in ("test_point_ll", "refined_test_point_ll"))))
+
 
 def plot_curves(runs: list[RunResult], path, title: str, ceiling: float | None = None) -> None:
     """Test log-likelihood against decoder passes: one curve per method (median over

@@ -88,7 +88,6 @@ def test_the_refined_scores_are_paired_apart_from_the_encoder_alone():
     assert lines[2].split()[:7] == ["mapa", "0", "not", "paired:", "refined", "100", "steps"]
 
 
-
 def test_paired_tables_prints_the_encoder_alone_table_then_the_refined_one_and_only_those_with_pairs():
     runs = [RunResult("vae", 0, 1e-3, test_point_ll=[-3.0, -3.0], refined_test_point_ll=[-2.0, -2.0]),
             RunResult("mapa", 0, 1e-3, test_point_ll=[-4.0, -4.0], refined_test_point_ll=[-1.0, -2.0])]
@@ -97,6 +96,7 @@ def test_paired_tables_prints_the_encoder_alone_table_then_the_refined_one_and_o
         r.refined_test_point_ll = []  # not refined: the encoder-alone table alone
     assert paired_tables(runs) == paired_table(runs) != ""
     assert paired_tables([RunResult("vae", 0, 1e-3), RunResult("mapa", 0, 1e-3)]) == ""
+
 
 def test_the_summary_shows_the_refined_median_and_the_steps_behind_it():
     from pyro_mapa.experiments import load_split, summary_table

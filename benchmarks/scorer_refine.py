@@ -18,7 +18,9 @@ was. Printed and saved to ``--out`` as it goes: the mean over the first ``--num-
 images, each refinement minus the encoder alone (paired image by image), median ESS and k-hat,
 seconds; with ``--versus PART.json``, each estimate minus that part's final score on the same
 images (the encoder here is fitted afresh, with the seed, as long as the part's final one was: the
-same fit, other draws).
+same fit, other draws). With ``--own-encoder`` (a VAE's part), a row scored the published
+protocol's way: draws from the VAE's own trained encoder, a Gaussian, nothing fitted or refined
+(then ``--refine-steps`` may be empty, and the file's name ends ``-own-encoder``).
 
     OMP_NUM_THREADS=2 python benchmarks/scorer_refine.py --method "mapa-1-10@shared,gmm100,noise0.2" \\
         --budget 6000000 --checkpoints 1 --trained /work/cache/PART.trained.pt --refine-steps 200 1000
@@ -32,15 +34,19 @@ import time
 import warnings
 from pathlib import Path
 
+import pyro
 import torch
 
+from pyro_mapa.evaluation import importance_log_likelihood
 from pyro_mapa.experiments import (
     load_split,
     paired_difference,
     parse_method,
     train_and_score,
 )
-from pyro_mapa.experiments.scoring import ModelScorer
+from pyro_mapa.experiments.baselines import encoder_guide
+from pyro_mapa.experiments.scoring import ModelScorer, continuous_model
+from pyro_mapa.models import make_encoder
 
 RESULTS = Path(__file__).parent / "results" / "fashion-mnist" / "scorer-refine"
 
@@ -59,13 +65,19 @@ def main() -> None:
     parser.add_argument("--train", action="store_true", help="train the part first if --trained does not exist")
     parser.add_argument("--num-test", type=int, default=1000, help="the first test images scored (up to 10,000)")
     parser.add_argument("--test-particles", type=int, default=5000)
-    parser.add_argument("--refine-steps", type=int, nargs="+", default=[0, 200, 1000],
+    parser.add_argument("--refine-steps", type=int, nargs="*", default=[0, 200, 1000],
                         help="refinement steps of each row's scoring (0: the encoder alone)")
     parser.add_argument("--versus", type=Path, nargs="*", default=[],
                         help="campaign parts (fashion_mnist.py's JSON) scored on the same test images")
+    parser.add_argument("--own-encoder", action="store_true",
+                        help="also score with the trained model's own encoder (a VAE's), as the published protocol does")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     method = parse_method(args.method)
+    if args.own_encoder and method.kind not in ("vae", "iwae", "iwae-dreg"):
+        parser.error(f"--own-encoder needs a method with an encoder and a standard prior (vae, iwae), not {method.label}")
+    if not args.own_encoder and not args.refine_steps:
+        parser.error("nothing to score: give --refine-steps, --own-encoder or both")
     if not args.train and not args.trained.exists():
         parser.error(f"{args.trained} does not exist: give a part's state file, or --train to train the part first")
     split = load_split("fashion-mnist", num_val=1000, num_test=2000, binarization=args.binarization,
@@ -77,23 +89,40 @@ def main() -> None:
         assert torch.equal(test[: len(split.test)], split.test)
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / (f"{method.label}-lr{args.lr:g}-warmup{args.kl_warmup}-seed{args.seed}-budget{args.budget}-"
-                      f"{args.binarization}-{args.layers}-test{len(test)}.json")
+                      f"{args.binarization}-{args.layers}-test{len(test)}{'-own-encoder' * args.own_encoder}.json")
     record = dict(settings={k: str(v) for k, v in vars(args).items()}, rows=[])
     print("| proposal | log-likelihood | minus the encoder alone (paired se) | median ESS | median k-hat | seconds |")
     print("|---|---|---|---|---|---|", flush=True)
 
+    def own_encoder(decoder, prior):
+        """The published protocol's estimate: ``z ~ N(loc(x), scale(x)^2)`` from the VAE's own
+        encoder as it trained (the best checkpoint's, restored in Pyro's param store)."""
+        encoder = make_encoder(split.train.shape[1], split.latent_dim, split.hidden, split.layers).to(split.train)
+        store = pyro.get_param_store()
+        encoder.load_state_dict({name: store[f"encoder$$${name}"].detach() for name in encoder.state_dict()})
+        model = continuous_model(decoder, prior, split.likelihood)
+        return lambda x, particles, k_hat: importance_log_likelihood(
+            model, encoder_guide(encoder, len(x)), x, num_particles=particles, chunk_size=max(1, min(200, 2**16 // len(x))),
+            max_plate_nesting=1, k_hat=k_hat)
+
     def score(decoder, prior, codes):
-        scorer = ModelScorer("encoder", decoder, split.likelihood, split.train, split.latent_dim, split.hidden)
-        with torch.random.fork_rng():
-            torch.manual_seed(args.seed)
-            scorer.update(prior, codes, final=True)  # the campaign's final fit: 3,000 steps
+        scorer = None
+        if args.refine_steps:
+            scorer = ModelScorer("encoder", decoder, split.likelihood, split.train, split.latent_dim, split.hidden)
+            with torch.random.fork_rng():
+                torch.manual_seed(args.seed)
+                scorer.update(prior, codes, final=True)  # the campaign's final fit: 3,000 steps
         values = {}
-        for steps in sorted(set(args.refine_steps)):
+        rows = sorted(set(args.refine_steps)) + ["own"] * args.own_encoder
+        for steps in rows:
             torch.manual_seed(args.seed)
             clock = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # a poor k-hat is a column
-                ll = scorer(test, args.test_particles, k_hat=True, refine_steps=steps)
+                if steps == "own":
+                    ll = own_encoder(decoder, prior)(test, args.test_particles, True)
+                else:
+                    ll = scorer(test, args.test_particles, k_hat=True, refine_steps=steps)
             values[steps] = ll.value
             change = paired_difference(ll.value, values[0]) if 0 in values else None
             row = dict(refine_steps=steps, ll=ll.value.mean().item(), minus_encoder=change and change.mean,
@@ -105,7 +134,7 @@ def main() -> None:
                 row[f"minus {path.parent.name}/{path.stem} on the first {len(theirs)} images"] = (versus.mean, versus.se)
             record["rows"].append(row)
             out.write_text(json.dumps(record, indent=1))
-            name = f"refined {steps} steps" if steps else "encoder alone"
+            name = "the model's own encoder" if steps == "own" else f"refined {steps} steps" if steps else "encoder alone"
             paired = f"{change.mean:+.2f} ({change.se:.2f})" if change else "-"
             print(f"| {name} | {row['ll']:.2f} | {paired} | "
                   f"{row['ess']:.1f} | {row['k_hat']:.2f} | {row['seconds']:.0f} |", flush=True)

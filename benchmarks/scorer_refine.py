@@ -37,7 +37,6 @@ from pathlib import Path
 import pyro
 import torch
 
-from pyro_mapa.evaluation import importance_log_likelihood
 from pyro_mapa.experiments import (
     load_split,
     paired_difference,
@@ -45,7 +44,11 @@ from pyro_mapa.experiments import (
     train_and_score,
 )
 from pyro_mapa.experiments.baselines import encoder_guide
-from pyro_mapa.experiments.scoring import ModelScorer, continuous_model
+from pyro_mapa.experiments.scoring import (
+    ModelScorer,
+    chunked_log_likelihood,
+    continuous_model,
+)
 from pyro_mapa.models import make_encoder
 
 RESULTS = Path(__file__).parent / "results" / "fashion-mnist" / "scorer-refine"
@@ -100,10 +103,8 @@ def main() -> None:
         encoder = make_encoder(split.train.shape[1], split.latent_dim, split.hidden, split.layers).to(split.train)
         store = pyro.get_param_store()
         encoder.load_state_dict({name: store[f"encoder$$${name}"].detach() for name in encoder.state_dict()})
-        model = continuous_model(decoder, prior, split.likelihood)
-        return lambda x, particles, k_hat: importance_log_likelihood(
-            model, encoder_guide(encoder, len(x)), x, num_particles=particles, chunk_size=max(1, min(200, 2**16 // len(x))),
-            max_plate_nesting=1, k_hat=k_hat)
+        return chunked_log_likelihood(continuous_model(decoder, prior, split.likelihood), encoder_guide(encoder, len(test)),
+                                      test, args.test_particles, k_hat=True)
 
     def score(decoder, prior, codes):
         scorer = None
@@ -120,7 +121,7 @@ def main() -> None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # a poor k-hat is a column
                 if steps == "own":
-                    ll = own_encoder(decoder, prior)(test, args.test_particles, True)
+                    ll = own_encoder(decoder, prior)
                 else:
                     ll = scorer(test, args.test_particles, k_hat=True, refine_steps=steps)
             values[steps] = ll.value

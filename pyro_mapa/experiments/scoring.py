@@ -35,7 +35,7 @@ from ..evaluation import (
 from ..evaluation.mixtures import fast_prior
 from ..models import Likelihood, make_encoder
 
-__all__ = ["SCORERS", "ModelScorer", "continuous_log_likelihood", "continuous_model"]
+__all__ = ["SCORERS", "ModelScorer", "chunked_log_likelihood", "continuous_log_likelihood", "continuous_model"]
 
 #: The proposals a comparison can score with.
 SCORERS = ("laplace", "encoder")
@@ -52,8 +52,11 @@ def continuous_model(decoder: torch.nn.Module, prior: dist.Distribution, likelih
     return model
 
 
-def _estimate(model: Callable, proposal: Callable, x: torch.Tensor, num_particles: int, k_hat: bool) -> LogLikelihood:
-    """In chunks of at most 200 draws and 2^16 rows of ``x`` per chunk (memory stays bounded)."""
+def chunked_log_likelihood(model: Callable, proposal: Callable, x: torch.Tensor, num_particles: int,
+                           k_hat: bool) -> LogLikelihood:
+    """:func:`~pyro_mapa.evaluation.importance_log_likelihood` of ``x`` under ``model`` (one
+    data plate), in chunks of at most 200 draws and 2^16 rows of ``x`` per chunk (memory stays
+    bounded)."""
     chunk_size = max(1, min(num_particles, 200, 2**16 // len(x)))
     return importance_log_likelihood(
         model, proposal, x, num_particles=num_particles, chunk_size=chunk_size, max_plate_nesting=1, k_hat=k_hat
@@ -74,7 +77,7 @@ def continuous_log_likelihood(
     model's training ``codes`` (0.1 of it the prior)."""
     prior = fast_prior(prior)  # one object for the model and the proposal: each draw's prior density computed once
     proposal = laplace_mixture_proposal(decoder, codes, likelihood, prior=prior)
-    return _estimate(continuous_model(decoder, prior, likelihood), proposal, x, num_particles, k_hat)
+    return chunked_log_likelihood(continuous_model(decoder, prior, likelihood), proposal, x, num_particles, k_hat)
 
 
 class ModelScorer:
@@ -143,4 +146,4 @@ class ModelScorer:
             if self.kind != "encoder":
                 raise ValueError(f"refine_steps: only the 'encoder' proposal is refined per point, not {self.kind!r}")
             proposal = proposal.refined(x, refine_steps)
-        return _estimate(self.model, proposal, x, num_particles, k_hat)
+        return chunked_log_likelihood(self.model, proposal, x, num_particles, k_hat)
